@@ -44,7 +44,7 @@ pub use crate::frame::{Frame, FRAME_LEN, MAGIC, NONCE_TERMINAL, VERSION};
 #[cfg(feature = "secure")]
 pub use crate::secure::{
     derive_agent_key, derive_epoch_key, derive_iv_prefix, open_master, open_shared, parse_key_file,
-    parse_key_list, seal_master, seal_shared, AuthError, Key, KeyError, MASTER_LEN, SHARED_LEN,
-    TAG_LEN,
+    parse_key_list, seal_master, seal_master_with_agent_key, seal_shared, AuthError, Key, KeyError,
+    MASTER_LEN, SHARED_LEN, TAG_LEN,
 };
 pub use crate::status::Status;

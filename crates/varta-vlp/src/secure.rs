@@ -328,12 +328,29 @@ pub fn seal_master(
     iv_counter: u32,
     plaintext: &[u8; FRAME_LEN],
 ) -> [u8; MASTER_LEN] {
-    let agent = derive_agent_key(master, pid);
+    seal_master_with_agent_key(
+        &derive_agent_key(master, pid),
+        pid,
+        iv_random,
+        iv_counter,
+        plaintext,
+    )
+}
+
+/// [`seal_master`] with the agent key already derived (a sender caches it
+/// for its pid instead of running HKDF per beat).
+pub fn seal_master_with_agent_key(
+    agent_key: &Key,
+    pid: u32,
+    iv_random: [u8; 8],
+    iv_counter: u32,
+    plaintext: &[u8; FRAME_LEN],
+) -> [u8; MASTER_LEN] {
     let mut out = [0u8; MASTER_LEN];
     let pid_bytes = pid.to_le_bytes();
     out[..4].copy_from_slice(&pid_bytes);
     seal_into(
-        &agent,
+        agent_key,
         &pid_bytes,
         &iv(iv_random, iv_counter),
         plaintext,

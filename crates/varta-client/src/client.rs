@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use varta_vlp::{Frame, Status, FRAME_LEN, NONCE_TERMINAL};
 
+use crate::fork_guard;
 use crate::outcome::{classify_send_error, BeatError, BeatOutcome};
 use crate::transport::{BeatTransport, UdsTransport};
 
@@ -20,15 +21,19 @@ const LAST_REGULAR_NONCE: u64 = NONCE_TERMINAL - 1;
 ///
 /// - Nonce and timestamp advance only when a send succeeded, so a dropped
 ///   beat leaves no gap the observer could mistake for loss.
-/// - The pid is read on every beat; in a forked child the transport is
-///   reconnected (and re-salted, for secure UDP), the nonce restarts at 1
-///   and the clock at 0 before any frame leaves the child.
+/// - Fork safe: the first beat after a `fork(2)` reads the new pid (a
+///   `pthread_atfork` hook flags the child, so steady-state beats skip the
+///   `getpid` syscall), reconnects the transport (re-salting secure UDP),
+///   and restarts the nonce at 1 and the clock at 0 before any frame leaves
+///   the child.
 /// - `Send` but not `Sync`: move it to the thread that beats; sharing one
 ///   nonce sequence between threads would need a lock on the hot path.
 pub struct Varta<T: BeatTransport = UdsTransport> {
     transport: T,
     /// pid the session belongs to (changes only through fork recovery).
     pid: u32,
+    /// Fork generation the pid was read in (see `fork_guard`).
+    fork_generation: u64,
     start: Instant,
     last_timestamp: u64,
     next_nonce: u64,
@@ -98,6 +103,7 @@ impl<T: BeatTransport> Varta<T> {
     pub fn with_transport(transport: T) -> Self {
         Varta {
             transport,
+            fork_generation: fork_guard::generation(),
             pid: std::process::id(),
             start: Instant::now(),
             last_timestamp: 0,
@@ -119,12 +125,17 @@ impl<T: BeatTransport> Varta<T> {
         if status == Status::Stall {
             return BeatOutcome::Failed(BeatError::invalid_input());
         }
-        let pid = std::process::id();
-        if pid != self.pid {
-            if let Err(e) = self.recover_from_fork(pid) {
-                return BeatOutcome::Failed(BeatError::from_io(&e));
+        let generation = fork_guard::generation();
+        if generation != self.fork_generation || generation == fork_guard::ALWAYS_CHECK {
+            let pid = std::process::id();
+            if pid != self.pid {
+                if let Err(e) = self.recover_from_fork(pid) {
+                    return BeatOutcome::Failed(BeatError::from_io(&e));
+                }
             }
+            self.fork_generation = generation;
         }
+        let pid = self.pid;
         let timestamp = self.timestamp();
         Frame::new(status, pid, timestamp, self.next_nonce, payload).encode(&mut self.buf);
         let mut outcome = self.send_buf();
@@ -258,5 +269,6 @@ impl<T: BeatTransport> Varta<T> {
     #[doc(hidden)]
     pub fn set_session_pid_for_test(&mut self, pid: u32) {
         self.pid = pid;
+        self.fork_generation = fork_guard::ALWAYS_CHECK;
     }
 }

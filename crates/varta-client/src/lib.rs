@@ -23,10 +23,12 @@
 //!
 //! `Varta` is `Send` (move it to the thread that beats) but not `Sync`: one
 //! handle is one session with one nonce sequence.
-#![forbid(unsafe_code)]
+// The only unsafe code is the pthread_atfork registration in fork_guard.rs.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod client;
+mod fork_guard;
 mod outcome;
 #[cfg(feature = "panic-handler")]
 mod panic;
@@ -45,6 +47,6 @@ pub use transport::SecureUdpTransport;
 #[cfg(feature = "udp")]
 pub use transport::UdpTransport;
 pub use transport::{BeatTransport, UdsTransport};
-pub use varta_vlp::{DecodeError, Frame, Status, NONCE_TERMINAL};
+pub use varta_vlp::{default_socket_path, DecodeError, Frame, Status, NONCE_TERMINAL};
 #[cfg(feature = "secure-udp")]
 pub use varta_vlp::{Key, KeyError};

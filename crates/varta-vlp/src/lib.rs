@@ -8,7 +8,8 @@
 //!
 //! The crate is `no_std` and allocation-free by default so it can sit in the
 //! smallest agent. Features:
-//! - `std`: `std::error::Error` impls and the hardware CRC-32C path.
+//! - `std`: `std::error::Error` impls, the hardware CRC-32C path and
+//!   [`default_socket_path`].
 //! - `secure`: [`Key`], [`seal_shared`], [`open_shared`], [`seal_master`],
 //!   [`open_master`] and the key derivations (pulls in `alloc` for
 //!   [`parse_key_list`]).
@@ -32,6 +33,8 @@ extern crate std;
 mod crc;
 mod error;
 mod frame;
+#[cfg(feature = "std")]
+mod paths;
 #[cfg(feature = "secure")]
 mod secure;
 mod status;
@@ -41,6 +44,8 @@ pub use crate::crc::crc32c;
 pub use crate::crc::portable as crc32c_portable;
 pub use crate::error::DecodeError;
 pub use crate::frame::{Frame, FRAME_LEN, MAGIC, NONCE_TERMINAL, VERSION};
+#[cfg(feature = "std")]
+pub use crate::paths::{default_socket_path, effective_uid};
 #[cfg(feature = "secure")]
 pub use crate::secure::{
     derive_agent_key, derive_epoch_key, derive_iv_prefix, open_master, open_shared, parse_key_file,

@@ -1,0 +1,625 @@
+//! Command-line flags. Long names match the original varta-watch 0.2.0 so
+//! existing unit files keep working; flags we cannot honour yet are still
+//! accepted (see [`COMPAT`]) and turned into startup warnings.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
+
+use super::error::ConfigError;
+use super::settings::RawSettings;
+
+pub(crate) const H_LISTENER: &str = "Listener";
+pub(crate) const H_DETECTION: &str = "Detection";
+pub(crate) const H_TRACKER: &str = "Tracker & rate limits";
+pub(crate) const H_EXPORT: &str = "Export";
+pub(crate) const H_LIFECYCLE: &str = "Logging & lifecycle";
+pub(crate) const H_NO_EFFECT: &str = "Compatibility (no effect in this design)";
+pub(crate) const H_LATER: &str = "Compatibility (accepted, not yet active)";
+
+/// Flags this build implements. Numbers are parsed as `u64` and enums as
+/// strings on purpose: range and meaning are checked later by the same code
+/// that checks config-file values, so both report errors the same way.
+#[derive(Parser, Debug)]
+#[command(
+    name = "varta-watch",
+    version,
+    about = "Varta observer: receives VLP heartbeats, detects stalled and exited agents, exports events.",
+    // The original's hand-written parser let a repeated flag win; keep that
+    // instead of clap's "cannot be used multiple times".
+    args_override_self = true,
+    disable_help_flag = true,
+    disable_version_flag = true,
+    max_term_width = 100
+)]
+pub(crate) struct Cli {
+    /// Unix datagram socket agents send beats to. At most 107 bytes. Default:
+    /// $XDG_RUNTIME_DIR/varta.sock; /run/varta/varta.sock when run as root;
+    /// /tmp/varta-UID/varta.sock without XDG_RUNTIME_DIR.
+    #[arg(long, value_name = "PATH", help_heading = H_LISTENER)]
+    socket: Option<PathBuf>,
+
+    /// Permissions of the socket file, in octal: 600, 0600 or 0o600.
+    /// Default 0600 (owner only). Range 0 to 0777.
+    #[arg(long, value_name = "OCTAL", help_heading = H_LISTENER)]
+    socket_mode: Option<String>,
+
+    /// SO_RCVBUF requested for the socket, in bytes (the kernel doubles it and
+    /// caps it at net.core.rmem_max). Default 4194304 (4 MiB). Range 0 to
+    /// 1073741824 (1 GiB); 0 keeps the kernel default.
+    #[arg(long, value_name = "N", help_heading = H_LISTENER)]
+    uds_rcvbuf_bytes: Option<u64>,
+
+    /// Accept beats from agents in other PID namespaces, whose pids mean
+    /// nothing in ours. Default: off (such beats are dropped).
+    #[arg(long, help_heading = H_LISTENER)]
+    allow_cross_namespace_agents: bool,
+
+    /// Exit with status 1 on a beat from another PID namespace instead of
+    /// dropping it. Default: off.
+    #[arg(long, help_heading = H_LISTENER)]
+    strict_namespace_check: bool,
+
+    /// Silence after which an agent is reported stalled, in milliseconds.
+    /// Default 5000. Range 10 to 86400000 (24 h).
+    #[arg(long, value_name = "MS", help_heading = H_DETECTION)]
+    threshold_ms: Option<u64>,
+
+    /// Clock for stall accounting: monotonic stops while the host is
+    /// suspended (a sleeping host's agents are not stalled), boottime keeps
+    /// counting through suspend. Default monotonic. The original's
+    /// monotonic-raw is macOS-only and rejected here.
+    #[arg(
+        long,
+        value_name = "MODE",
+        help_heading = H_DETECTION,
+        value_parser = PossibleValuesParser::new([
+            PossibleValue::new("monotonic"),
+            PossibleValue::new("boottime"),
+            // Let it through the parser so validation can explain the
+            // platform restriction instead of a bare "invalid value".
+            PossibleValue::new("monotonic-raw").hide(true),
+        ])
+    )]
+    clock_source: Option<String>,
+
+    /// Most agents (pids) tracked at once. Default 65536. Range 1 to 4194304.
+    #[arg(long, value_name = "N", help_heading = H_TRACKER)]
+    tracker_capacity: Option<u64>,
+
+    /// When the tracker is full: strict reclaims only exited or stalled slots
+    /// and otherwise drops the new pid; balanced then evicts the least
+    /// recently beating live agent. Default strict.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        help_heading = H_TRACKER,
+        value_parser = PossibleValuesParser::new(["strict", "balanced"])
+    )]
+    tracker_eviction_policy: Option<String>,
+
+    /// Beats per second accepted from one pid; faster beats are dropped.
+    /// Default 100. Range 0 to 1000000; 0 disables the limit.
+    #[arg(long, value_name = "N", help_heading = H_TRACKER)]
+    max_beat_rate: Option<u64>,
+
+    /// Beats per second accepted across all agents. Default 0 (off). Range 0
+    /// to 4294967295.
+    #[arg(long, value_name = "N", help_heading = H_TRACKER)]
+    global_beat_rate: Option<u64>,
+
+    /// Token-bucket size for --global-beat-rate. Default 0 (same as the
+    /// rate). Range 0 to 4294967295.
+    #[arg(long, value_name = "N", help_heading = H_TRACKER)]
+    global_beat_burst: Option<u64>,
+
+    /// Append one line per event (beat, stall, exit, ...) to this file.
+    /// Default: no export.
+    #[arg(long, value_name = "PATH", help_heading = H_EXPORT)]
+    export_file: Option<PathBuf>,
+
+    /// Export line format: tsv is the original's, json is one object per line
+    /// with an RFC 3339 time. Default tsv.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        help_heading = H_EXPORT,
+        value_parser = PossibleValuesParser::new(["tsv", "json"])
+    )]
+    export_format: Option<String>,
+
+    /// Leave beat lines out of the export; stalls, exits and the rest are
+    /// still written. Default: beats are exported.
+    #[arg(long, help_heading = H_EXPORT)]
+    no_export_beats: bool,
+
+    /// Rotate the export before it would exceed N bytes, keeping PATH.1 to
+    /// PATH.5. Default: no rotation. Range 4096 to 18446744073709551615.
+    /// Requires --export-file.
+    #[arg(long, value_name = "N", help_heading = H_EXPORT)]
+    export_file_max_bytes: Option<u64>,
+
+    /// fdatasync the export every N lines. Default 0 (lines are flushed but
+    /// never synced). Range 0 to 18446744073709551615.
+    #[arg(long, value_name = "N", help_heading = H_EXPORT)]
+    export_file_sync_every: Option<u64>,
+
+    /// TOML file with the same settings, keyed by these long flag names
+    /// without the dashes (snake_case also accepted). Flags override it. It
+    /// is re-read on SIGHUP. Default: none.
+    #[arg(long, value_name = "PATH", help_heading = H_LIFECYCLE)]
+    config: Option<PathBuf>,
+
+    /// Log line format. Default text.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        help_heading = H_LIFECYCLE,
+        value_parser = PossibleValuesParser::new(["text", "json"])
+    )]
+    log_format: Option<String>,
+
+    /// Exit cleanly after this many seconds of uptime (tests, benchmarks).
+    /// Default: run until signalled. Range 1 to 315360000 (10 years).
+    #[arg(long, value_name = "SECS", help_heading = H_LIFECYCLE)]
+    shutdown_after_secs: Option<u64>,
+}
+
+impl Cli {
+    /// Splits off `--config` and turns the rest into the form the file
+    /// also produces. A switch that was not given is "not set here", not
+    /// "false", so it does not override a `true` from the file.
+    pub(crate) fn into_raw(self) -> (RawSettings, Option<PathBuf>) {
+        let switch = |given: bool| given.then_some(true);
+        let raw = RawSettings {
+            socket: self.socket,
+            socket_mode: self.socket_mode,
+            uds_rcvbuf_bytes: self.uds_rcvbuf_bytes,
+            allow_cross_namespace_agents: switch(self.allow_cross_namespace_agents),
+            strict_namespace_check: switch(self.strict_namespace_check),
+            threshold_ms: self.threshold_ms,
+            clock_source: self.clock_source,
+            tracker_capacity: self.tracker_capacity,
+            tracker_eviction_policy: self.tracker_eviction_policy,
+            max_beat_rate: self.max_beat_rate,
+            global_beat_rate: self.global_beat_rate,
+            global_beat_burst: self.global_beat_burst,
+            export_file: self.export_file,
+            export_format: self.export_format,
+            no_export_beats: switch(self.no_export_beats),
+            export_file_max_bytes: self.export_file_max_bytes,
+            export_file_sync_every: self.export_file_sync_every,
+            log_format: self.log_format,
+            shutdown_after_secs: self.shutdown_after_secs,
+        };
+        (raw, self.config)
+    }
+}
+
+/// Value shape of a compatibility flag, as the original parsed it, so a
+/// value the original would have rejected is still rejected.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Shape {
+    /// No value.
+    Switch,
+    /// Milliseconds.
+    Millis,
+    /// Seconds.
+    Secs,
+    /// A count or size.
+    Count,
+    /// A file path.
+    Path,
+    /// Free text (a command line).
+    Text,
+    /// `KEY=VALUE`, repeatable.
+    Env,
+    /// A UDP port.
+    Port,
+    /// An IP address.
+    Ip,
+    /// `IP:PORT`.
+    SockAddr,
+    /// `direct` or `libc`.
+    SignalMode,
+}
+
+/// A flag of the original that this build accepts without acting on it.
+#[derive(Debug)]
+pub(crate) struct CompatFlag {
+    /// Long name without dashes; also the config-file key.
+    pub name: &'static str,
+    /// How the value is parsed.
+    pub shape: Shape,
+    /// `true`: a later release implements it; `false`: meaningless in the
+    /// event-driven design.
+    pub later: bool,
+    /// Completes the warning sentence after the flag name.
+    pub reason: &'static str,
+    /// `--help` text.
+    pub help: &'static str,
+}
+
+impl CompatFlag {
+    /// The startup warning for this flag.
+    pub(crate) fn warning(&self) -> String {
+        format!("--{} {}", self.name, self.reason)
+    }
+
+    fn arg(&self) -> Arg {
+        let (value_name, parser): (&str, clap::builder::ValueParser) = match self.shape {
+            Shape::Switch => {
+                let arg = Arg::new(self.name)
+                    .long(self.name)
+                    .action(ArgAction::SetTrue);
+                return self.decorate(arg);
+            }
+            Shape::Millis => ("MS", clap::value_parser!(u64).into()),
+            Shape::Secs => ("SECS", clap::value_parser!(u64).into()),
+            Shape::Count => ("N", clap::value_parser!(u64).into()),
+            Shape::Path => ("PATH", clap::value_parser!(PathBuf)),
+            Shape::Text => ("CMD", clap::value_parser!(String)),
+            Shape::Env => ("KEY=VALUE", clap::value_parser!(String)),
+            Shape::Port => ("PORT", clap::value_parser!(u16).into()),
+            Shape::Ip => ("IP", clap::value_parser!(IpAddr).into()),
+            Shape::SockAddr => ("IP:PORT", clap::value_parser!(SocketAddr).into()),
+            Shape::SignalMode => ("MODE", PossibleValuesParser::new(["direct", "libc"]).into()),
+        };
+        let action = match self.shape {
+            Shape::Env => ArgAction::Append,
+            _ => ArgAction::Set,
+        };
+        let arg = Arg::new(self.name)
+            .long(self.name)
+            .value_name(value_name)
+            .value_parser(parser)
+            .action(action);
+        self.decorate(arg)
+    }
+
+    fn decorate(&self, arg: Arg) -> Arg {
+        let heading = if self.later { H_LATER } else { H_NO_EFFECT };
+        arg.help(self.help).help_heading(heading)
+    }
+}
+
+const RECOVERY: &str = "is accepted for compatibility but recovery is not implemented in this build yet; no command will run";
+const AUDIT: &str = "is accepted for compatibility but the recovery audit log is not implemented in this build yet; no audit record is written";
+const PROM: &str = "is accepted for compatibility but the Prometheus endpoint is not implemented in this build yet; no metrics are served";
+const UDP: &str = "is accepted for compatibility but UDP listeners are not implemented in this build yet; only the Unix socket receives beats";
+const UDP_RECOVERY: &str = "is accepted for compatibility but UDP listeners and recovery are not implemented in this build yet; it changes nothing";
+
+/// Every flag of the original 0.2.0 that this build accepts but does not act
+/// on. One table drives the parser, `--help`, config-file keys and warnings,
+/// so they cannot drift apart.
+pub(crate) const COMPAT: &[CompatFlag] = &[
+    CompatFlag {
+        name: "read-timeout-ms",
+        shape: Shape::Millis,
+        later: false,
+        reason: "has no effect: the observer is event-driven and never polls with a read timeout",
+        help: "No effect: the observer is event-driven and never polls with a read timeout. Original: UDS read timeout per poll, default 100",
+    },
+    CompatFlag {
+        name: "eviction-scan-window",
+        shape: Shape::Count,
+        later: false,
+        reason: "has no effect: eviction takes the oldest slot from an ordered list in constant time and never scans",
+        help: "No effect: eviction takes the oldest slot from an ordered list in constant time and never scans. Original: slots scanned per eviction, default 256",
+    },
+    CompatFlag {
+        name: "signal-handler-mode",
+        shape: Shape::SignalMode,
+        later: false,
+        reason: "has no effect: signals reach the event loop through signal-hook, not a hand-installed handler",
+        help: "No effect: signals reach the event loop through signal-hook, not a hand-installed handler. Original: direct or libc, default direct",
+    },
+    CompatFlag {
+        name: "iteration-budget-ms",
+        shape: Shape::Millis,
+        later: false,
+        reason: "has no effect: the event-driven loop has no fixed poll iteration to budget",
+        help: "No effect: the event-driven loop sleeps until a socket, timer or signal is ready and has no fixed iteration to budget. Original: default 250, range 50 to 60000",
+    },
+    CompatFlag {
+        name: "scrape-budget-ms",
+        shape: Shape::Millis,
+        later: false,
+        reason: "has no effect: the event-driven loop has no metrics-serving phase to budget",
+        help: "No effect: the event-driven loop has no metrics-serving phase to budget. Original: default 250, range 50 to 60000",
+    },
+    CompatFlag {
+        name: "audit-fsync-budget-ms",
+        shape: Shape::Millis,
+        later: false,
+        reason: "has no effect: the event-driven design does not defer audit fsyncs to a per-tick budget",
+        help: "No effect: the event-driven design does not defer audit fsyncs to a per-tick budget. Original: default 50",
+    },
+    CompatFlag {
+        name: "audit-rotation-budget-ms",
+        shape: Shape::Millis,
+        later: false,
+        reason: "has no effect: the event-driven design does not spread log rotation over ticks",
+        help: "No effect: the event-driven design does not spread log rotation over ticks. Original: default 50",
+    },
+    CompatFlag {
+        name: "recovery-exec",
+        shape: Shape::Text,
+        later: true,
+        reason: RECOVERY,
+        help: "Not active yet. Original: command run (no shell, {pid} substituted) on each stall. Default: none",
+    },
+    CompatFlag {
+        name: "recovery-exec-file",
+        shape: Shape::Path,
+        later: true,
+        reason: RECOVERY,
+        help: "Not active yet. Original: read the --recovery-exec command from a 0600 file. Default: none",
+    },
+    CompatFlag {
+        name: "recovery-debounce-ms",
+        shape: Shape::Millis,
+        later: true,
+        reason: RECOVERY,
+        help: "Not active yet. Original: per-pid recovery debounce, default 1000",
+    },
+    CompatFlag {
+        name: "recovery-env",
+        shape: Shape::Env,
+        later: true,
+        reason: RECOVERY,
+        help: "Not active yet; repeatable. Original: environment variable for recovery children. Default: none",
+    },
+    CompatFlag {
+        name: "recovery-inherit-env",
+        shape: Shape::Switch,
+        later: true,
+        reason: RECOVERY,
+        help: "Not active yet. Original: recovery children inherit the observer's environment. Default: off",
+    },
+    CompatFlag {
+        name: "recovery-timeout-ms",
+        shape: Shape::Millis,
+        later: true,
+        reason: RECOVERY,
+        help: "Not active yet. Original: kill recovery children running longer than this. Default: none",
+    },
+    CompatFlag {
+        name: "recovery-capture-stdio",
+        shape: Shape::Switch,
+        later: true,
+        reason: RECOVERY,
+        help: "Not active yet. Original: capture recovery children's stdout/stderr. Default: off",
+    },
+    CompatFlag {
+        name: "recovery-capture-bytes",
+        shape: Shape::Count,
+        later: true,
+        reason: RECOVERY,
+        help: "Not active yet. Original: capture cap per child, default 4096, max 1048576",
+    },
+    CompatFlag {
+        name: "shutdown-grace-ms",
+        shape: Shape::Millis,
+        later: true,
+        reason: "is accepted for compatibility but recovery is not implemented in this build yet; there are no recovery children to wait for at shutdown",
+        help: "Not active yet. Original: wait for recovery children at shutdown, default 5000, minimum 100",
+    },
+    CompatFlag {
+        name: "recovery-audit-file",
+        shape: Shape::Path,
+        later: true,
+        reason: AUDIT,
+        help: "Not active yet. Original: append an audit record per recovery. Default: none",
+    },
+    CompatFlag {
+        name: "recovery-audit-max-bytes",
+        shape: Shape::Count,
+        later: true,
+        reason: AUDIT,
+        help: "Not active yet. Original: rotate the audit file above N bytes. Default: no rotation",
+    },
+    CompatFlag {
+        name: "recovery-audit-sync-every",
+        shape: Shape::Count,
+        later: true,
+        reason: AUDIT,
+        help: "Not active yet. Original: fdatasync the audit file every N records, default 1",
+    },
+    CompatFlag {
+        name: "audit-sync-interval-ms",
+        shape: Shape::Millis,
+        later: true,
+        reason: AUDIT,
+        help: "Not active yet. Original: time-based audit fdatasync cadence, default 0 (off)",
+    },
+    CompatFlag {
+        name: "prom-addr",
+        shape: Shape::SockAddr,
+        later: true,
+        reason: PROM,
+        help: "Not active yet. Original: serve Prometheus /metrics on this address. Default: none",
+    },
+    CompatFlag {
+        name: "prom-token-file",
+        shape: Shape::Path,
+        later: true,
+        reason: PROM,
+        help: "Not active yet. Original: bearer token file for /metrics. Default: none",
+    },
+    CompatFlag {
+        name: "prom-rate-limit-per-sec",
+        shape: Shape::Count,
+        later: true,
+        reason: PROM,
+        help: "Not active yet. Original: per-IP /metrics scrape rate, default 5",
+    },
+    CompatFlag {
+        name: "prom-rate-limit-burst",
+        shape: Shape::Count,
+        later: true,
+        reason: PROM,
+        help: "Not active yet. Original: per-IP /metrics burst, default 10",
+    },
+    CompatFlag {
+        name: "udp-port",
+        shape: Shape::Port,
+        later: true,
+        reason: UDP,
+        help: "Not active yet. Original: UDP listener port (0 to 65535). Default: none",
+    },
+    CompatFlag {
+        name: "udp-bind-addr",
+        shape: Shape::Ip,
+        later: true,
+        reason: UDP,
+        help: "Not active yet. Original: UDP listener address. Default 127.0.0.1 or 0.0.0.0",
+    },
+    CompatFlag {
+        name: "key-file",
+        shape: Shape::Path,
+        later: true,
+        reason: UDP,
+        help: "Not active yet. Original: secure-UDP key file. Default: none",
+    },
+    CompatFlag {
+        name: "accepted-key-file",
+        shape: Shape::Path,
+        later: true,
+        reason: UDP,
+        help: "Not active yet. Original: extra secure-UDP keys for rotation. Default: none",
+    },
+    CompatFlag {
+        name: "master-key-file",
+        shape: Shape::Path,
+        later: true,
+        reason: UDP,
+        help: "Not active yet. Original: secure-UDP master key for per-agent keys. Default: none",
+    },
+    CompatFlag {
+        name: "i-accept-plaintext-udp",
+        shape: Shape::Switch,
+        later: true,
+        reason: UDP,
+        help: "Not active yet. Original: allow an unauthenticated UDP listener. Default: off",
+    },
+    CompatFlag {
+        name: "i-accept-secure-udp-non-loopback",
+        shape: Shape::Switch,
+        later: true,
+        reason: UDP,
+        help: "Not active yet. Original: allow secure UDP on a non-loopback address. Default: off",
+    },
+    CompatFlag {
+        name: "secure-udp-i-accept-recovery-on-unauthenticated-transport",
+        shape: Shape::Switch,
+        later: true,
+        reason: UDP_RECOVERY,
+        help: "Not active yet. Original: allow recovery with a secure-UDP listener. Default: off",
+    },
+    CompatFlag {
+        name: "plaintext-udp-i-accept-recovery-on-unauthenticated-transport",
+        shape: Shape::Switch,
+        later: true,
+        reason: UDP_RECOVERY,
+        help: "Not active yet. Original: allow recovery with a plaintext-UDP listener. Default: off",
+    },
+    CompatFlag {
+        name: "heartbeat-file",
+        shape: Shape::Path,
+        later: true,
+        reason: "is accepted for compatibility but the heartbeat file is not implemented in this build yet; nothing is written to it",
+        help: "Not active yet. Original: write a line per poll iteration for external watchdogs. Default: none",
+    },
+    CompatFlag {
+        name: "self-watchdog-secs",
+        shape: Shape::Secs,
+        later: true,
+        reason: "is accepted for compatibility but the self-watchdog is not implemented in this build yet; nothing aborts a wedged loop",
+        help: "Not active yet. Original: abort if the loop stalls this long; minimum 1. Default: off",
+    },
+    CompatFlag {
+        name: "hw-watchdog",
+        shape: Shape::Path,
+        later: true,
+        reason: "is accepted for compatibility but the hardware watchdog is not implemented in this build yet; the device is not opened",
+        help: "Not active yet. Original: kick this watchdog device every iteration. Default: none",
+    },
+];
+
+/// Looks up a compatibility flag by long name (no dashes).
+pub(crate) fn compat(name: &str) -> Option<&'static CompatFlag> {
+    COMPAT.iter().find(|f| f.name == name)
+}
+
+/// The full parser: the derived flags plus the compatibility table.
+pub(crate) fn command() -> clap::Command {
+    // Help and version are added by hand only to file them under a heading
+    // instead of a lone "Options" group.
+    Cli::command()
+        .arg(
+            Arg::new("help")
+                .short('h')
+                .long("help")
+                .action(ArgAction::Help)
+                .help("Print this help and exit")
+                .help_heading(H_LIFECYCLE),
+        )
+        .arg(
+            Arg::new("version")
+                .short('V')
+                .long("version")
+                .action(ArgAction::Version)
+                .help("Print the version and exit")
+                .help_heading(H_LIFECYCLE),
+        )
+        .args(COMPAT.iter().map(CompatFlag::arg))
+}
+
+/// Outcome of parsing the command line.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// Flags to run with, plus the compatibility flags that were given.
+    Run(Box<Cli>, Vec<&'static CompatFlag>),
+    /// `--help` text.
+    Help(String),
+    /// `--version` text.
+    Version(String),
+}
+
+/// Parses `args` (argv[0] included).
+pub(crate) fn parse(args: Vec<OsString>) -> Result<Parsed, ConfigError> {
+    let matches = match command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => {
+            let text = e.render().to_string();
+            return match e.kind() {
+                ErrorKind::DisplayHelp => Ok(Parsed::Help(text)),
+                ErrorKind::DisplayVersion => Ok(Parsed::Version(text)),
+                _ => Err(usage(text)),
+            };
+        }
+    };
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| usage(e.render().to_string()))?;
+    Ok(Parsed::Run(Box::new(cli), given_compat(&matches)))
+}
+
+fn given_compat(matches: &ArgMatches) -> Vec<&'static CompatFlag> {
+    COMPAT
+        .iter()
+        .filter(|f| matches.value_source(f.name) == Some(ValueSource::CommandLine))
+        .collect()
+}
+
+/// The binary prints `error: ` itself; clap's rendering already starts with
+/// it, so drop clap's to avoid `error: error: ...`.
+fn usage(rendered: String) -> ConfigError {
+    let text = rendered.trim_end();
+    let text = text.strip_prefix("error: ").unwrap_or(text);
+    ConfigError::Usage(text.to_string())
+}

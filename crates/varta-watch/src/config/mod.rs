@@ -1,0 +1,19 @@
+//! Configuration: typed [`Config`], command-line flags, TOML file, and
+//! validation with messages that name the flag, the value and the range.
+//!
+//! Entry points: [`load`] at startup, [`reload`] on SIGHUP, [`diff`] to log
+//! what a reload changed.
+
+mod cli;
+mod error;
+mod file;
+mod load;
+mod settings;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::ConfigError;
+pub use load::{diff, load, reload, Loaded};
+pub use types::*;

@@ -1,0 +1,410 @@
+//! Per-setting validation shared by flags and the config file, so a value is
+//! judged by the same rule wherever it comes from and only the wording of
+//! the error (flag or file key) differs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::error::ConfigError;
+use super::types::{ClockSource, EvictionPolicy, ExportFormat, LogFormat};
+use super::types::{MAX_TRACKER_CAPACITY, MIN_THRESHOLD_MS};
+
+/// Largest accepted `--threshold-ms` (24 h).
+pub(crate) const MAX_THRESHOLD_MS: u64 = 86_400_000;
+/// Largest accepted `--uds-rcvbuf-bytes` (1 GiB).
+pub(crate) const MAX_RCVBUF_BYTES: u64 = 1 << 30;
+/// Largest accepted `--max-beat-rate`.
+pub(crate) const MAX_PER_PID_RATE: u64 = 1_000_000;
+/// Smallest accepted `--export-file-max-bytes`: below this a rotation would
+/// happen every few lines.
+pub(crate) const MIN_EXPORT_MAX_BYTES: u64 = 4096;
+/// Largest accepted `--shutdown-after-secs` (10 years): keeps deadline
+/// arithmetic on the monotonic clock far from overflow.
+pub(crate) const MAX_SHUTDOWN_AFTER_SECS: u64 = 315_360_000;
+/// `sun_path` holds 108 bytes including the terminating NUL.
+pub(crate) const MAX_SOCKET_PATH_BYTES: usize = 107;
+/// Largest accepted `--socket-mode`: permission bits only.
+pub(crate) const MAX_SOCKET_MODE: u32 = 0o777;
+
+/// Settings as given by one source, before validation. Flags are converted
+/// into this; the config file deserializes straight into it, which is why
+/// field names are the flag names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawSettings {
+    pub socket: Option<PathBuf>,
+    #[serde(default, deserialize_with = "octal_string")]
+    pub socket_mode: Option<String>,
+    pub uds_rcvbuf_bytes: Option<u64>,
+    pub allow_cross_namespace_agents: Option<bool>,
+    pub strict_namespace_check: Option<bool>,
+    pub threshold_ms: Option<u64>,
+    pub clock_source: Option<String>,
+    pub tracker_capacity: Option<u64>,
+    pub tracker_eviction_policy: Option<String>,
+    pub max_beat_rate: Option<u64>,
+    pub global_beat_rate: Option<u64>,
+    pub global_beat_burst: Option<u64>,
+    pub export_file: Option<PathBuf>,
+    pub export_format: Option<String>,
+    pub no_export_beats: Option<bool>,
+    pub export_file_max_bytes: Option<u64>,
+    pub export_file_sync_every: Option<u64>,
+    pub log_format: Option<String>,
+    pub shutdown_after_secs: Option<u64>,
+}
+
+/// A TOML integer has lost its spelling by the time we see it: `0o600` and
+/// `384` are the same value, and `600` would silently mean 0o1130. Only a
+/// string is unambiguous.
+fn octal_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => Ok(Some(s)),
+        _ => Err(serde::de::Error::custom(
+            "write the mode as a quoted octal string, e.g. socket-mode = \"0600\" \
+             (a TOML integer cannot tell 600 from 0o600)",
+        )),
+    }
+}
+
+/// Where a setting came from; decides how an error names it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Origin<'a> {
+    /// The command line.
+    Flag,
+    /// The config file at this path.
+    File(&'a Path),
+}
+
+impl Origin<'_> {
+    /// `--key` or `key` (in the config file), for sentences about a setting.
+    pub(crate) fn name(&self, key: &str) -> String {
+        match self {
+            Origin::Flag => format!("--{key}"),
+            Origin::File(path) => format!("{key} (config file {})", path.display()),
+        }
+    }
+
+    /// The error for `key` holding `value`, which breaks `reason`.
+    fn invalid(&self, key: &str, value: Shown<'_>, reason: &str) -> ConfigError {
+        match self {
+            Origin::Flag => {
+                ConfigError::Invalid(format!("invalid value '{value}' for --{key}: {reason}"))
+            }
+            Origin::File(path) => ConfigError::File {
+                path: path.to_path_buf(),
+                message: format!("{key} = {:#}: {reason}", value),
+            },
+        }
+    }
+}
+
+/// A rejected value as the operator wrote it: bare on the command line,
+/// TOML-quoted (`{:#}`) when it came from the file.
+#[derive(Clone, Copy)]
+enum Shown<'a> {
+    Num(u64),
+    Text(&'a str),
+}
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self, f.alternate()) {
+            (Shown::Num(n), _) => write!(f, "{n}"),
+            (Shown::Text(s), false) => f.write_str(s),
+            (Shown::Text(s), true) => write!(f, "{}", toml::Value::String((*s).to_string())),
+        }
+    }
+}
+
+/// Validated settings from one source; `None` means "not given here".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Partial {
+    pub socket: Option<PathBuf>,
+    pub socket_mode: Option<u32>,
+    pub uds_rcvbuf_bytes: Option<usize>,
+    pub allow_cross_namespace_agents: Option<bool>,
+    pub strict_namespace_check: Option<bool>,
+    pub threshold: Option<Duration>,
+    pub clock_source: Option<ClockSource>,
+    pub tracker_capacity: Option<u32>,
+    pub eviction_policy: Option<EvictionPolicy>,
+    pub max_beat_rate: Option<u32>,
+    pub global_beat_rate: Option<u32>,
+    pub global_beat_burst: Option<u32>,
+    pub export_file: Option<PathBuf>,
+    pub export_format: Option<ExportFormat>,
+    pub no_export_beats: Option<bool>,
+    pub export_file_max_bytes: Option<u64>,
+    pub export_file_sync_every: Option<u64>,
+    pub log_format: Option<LogFormat>,
+    pub shutdown_after: Option<Duration>,
+}
+
+impl Partial {
+    /// Field by field, `self` where given, else `lower`.
+    pub(crate) fn or(self, lower: Partial) -> Partial {
+        Partial {
+            socket: self.socket.or(lower.socket),
+            socket_mode: self.socket_mode.or(lower.socket_mode),
+            uds_rcvbuf_bytes: self.uds_rcvbuf_bytes.or(lower.uds_rcvbuf_bytes),
+            allow_cross_namespace_agents: self
+                .allow_cross_namespace_agents
+                .or(lower.allow_cross_namespace_agents),
+            strict_namespace_check: self.strict_namespace_check.or(lower.strict_namespace_check),
+            threshold: self.threshold.or(lower.threshold),
+            clock_source: self.clock_source.or(lower.clock_source),
+            tracker_capacity: self.tracker_capacity.or(lower.tracker_capacity),
+            eviction_policy: self.eviction_policy.or(lower.eviction_policy),
+            max_beat_rate: self.max_beat_rate.or(lower.max_beat_rate),
+            global_beat_rate: self.global_beat_rate.or(lower.global_beat_rate),
+            global_beat_burst: self.global_beat_burst.or(lower.global_beat_burst),
+            export_file: self.export_file.or(lower.export_file),
+            export_format: self.export_format.or(lower.export_format),
+            no_export_beats: self.no_export_beats.or(lower.no_export_beats),
+            export_file_max_bytes: self.export_file_max_bytes.or(lower.export_file_max_bytes),
+            export_file_sync_every: self.export_file_sync_every.or(lower.export_file_sync_every),
+            log_format: self.log_format.or(lower.log_format),
+            shutdown_after: self.shutdown_after.or(lower.shutdown_after),
+        }
+    }
+}
+
+impl RawSettings {
+    /// Checks every given value; the first bad one is the error.
+    pub(crate) fn validate(self, origin: Origin<'_>) -> Result<Partial, ConfigError> {
+        let o = origin;
+        let u32_max = u64::from(u32::MAX);
+        // Range checks make every narrowing below lossless; the fallbacks
+        // only exist so no input can reach a panic.
+        let to_u32 = |v: Option<u64>| v.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        Ok(Partial {
+            socket: path(o, "socket", self.socket, Some(MAX_SOCKET_PATH_BYTES))?,
+            socket_mode: text(o, "socket-mode", self.socket_mode, parse_socket_mode)?,
+            uds_rcvbuf_bytes: num(
+                o,
+                "uds-rcvbuf-bytes",
+                self.uds_rcvbuf_bytes,
+                (0, MAX_RCVBUF_BYTES),
+                " bytes (0 keeps the kernel default)",
+            )?
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            allow_cross_namespace_agents: self.allow_cross_namespace_agents,
+            strict_namespace_check: self.strict_namespace_check,
+            threshold: num(
+                o,
+                "threshold-ms",
+                self.threshold_ms,
+                (MIN_THRESHOLD_MS, MAX_THRESHOLD_MS),
+                " milliseconds",
+            )?
+            .map(Duration::from_millis),
+            clock_source: text(o, "clock-source", self.clock_source, parse_clock_source)?,
+            tracker_capacity: to_u32(num(
+                o,
+                "tracker-capacity",
+                self.tracker_capacity,
+                (1, u64::from(MAX_TRACKER_CAPACITY)),
+                " agents",
+            )?),
+            eviction_policy: text(
+                o,
+                "tracker-eviction-policy",
+                self.tracker_eviction_policy,
+                parse_eviction_policy,
+            )?,
+            max_beat_rate: to_u32(num(
+                o,
+                "max-beat-rate",
+                self.max_beat_rate,
+                (0, MAX_PER_PID_RATE),
+                " beats per second (0 disables the limit)",
+            )?),
+            global_beat_rate: to_u32(num(
+                o,
+                "global-beat-rate",
+                self.global_beat_rate,
+                (0, u32_max),
+                " beats per second (0 disables the limit)",
+            )?),
+            global_beat_burst: to_u32(num(
+                o,
+                "global-beat-burst",
+                self.global_beat_burst,
+                (0, u32_max),
+                " beats (0 means the same as the global beat rate)",
+            )?),
+            export_file: path(o, "export-file", self.export_file, None)?,
+            export_format: text(o, "export-format", self.export_format, parse_export_format)?,
+            no_export_beats: self.no_export_beats,
+            export_file_max_bytes: num(
+                o,
+                "export-file-max-bytes",
+                self.export_file_max_bytes,
+                (MIN_EXPORT_MAX_BYTES, u64::MAX),
+                " bytes",
+            )?,
+            export_file_sync_every: self.export_file_sync_every,
+            log_format: text(o, "log-format", self.log_format, parse_log_format)?,
+            shutdown_after: num(
+                o,
+                "shutdown-after-secs",
+                self.shutdown_after_secs,
+                (1, MAX_SHUTDOWN_AFTER_SECS),
+                " seconds",
+            )?
+            .map(Duration::from_secs),
+        })
+    }
+}
+
+fn num(
+    origin: Origin<'_>,
+    key: &str,
+    value: Option<u64>,
+    (lo, hi): (u64, u64),
+    unit: &str,
+) -> Result<Option<u64>, ConfigError> {
+    match value {
+        Some(n) if !(lo..=hi).contains(&n) => {
+            let reason = if hi == u64::MAX {
+                format!("must be at least {lo}{unit}")
+            } else {
+                format!("must be between {lo} and {hi}{unit}")
+            };
+            Err(origin.invalid(key, Shown::Num(n), &reason))
+        }
+        _ => Ok(value),
+    }
+}
+
+fn text<T>(
+    origin: Origin<'_>,
+    key: &str,
+    value: Option<String>,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    value
+        .map(|s| parse(&s).map_err(|reason| origin.invalid(key, Shown::Text(&s), &reason)))
+        .transpose()
+}
+
+fn path(
+    origin: Origin<'_>,
+    key: &str,
+    value: Option<PathBuf>,
+    max: Option<usize>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    if let Some(p) = &value {
+        check_path(p, max)
+            .map_err(|reason| origin.invalid(key, Shown::Text(&p.to_string_lossy()), &reason))?;
+    }
+    Ok(value)
+}
+
+fn check_path(p: &Path, max: Option<usize>) -> Result<(), String> {
+    let len = p.as_os_str().len();
+    if len == 0 {
+        return Err("must not be empty".into());
+    }
+    if p.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err("must not contain a NUL byte".into());
+    }
+    match max {
+        Some(max) if len > max => Err(format!(
+            "is {len} bytes long; a Unix socket path must be between 1 and {max} bytes"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Parses `600`, `0600` or `0o600` as octal permission bits.
+pub(crate) fn parse_socket_mode(s: &str) -> Result<u32, String> {
+    let digits = s
+        .strip_prefix("0o")
+        .or_else(|| s.strip_prefix("0O"))
+        .unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err("expected octal digits (e.g. 600, 0600 or 0o600) between 0 and 0777".into());
+    }
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= MAX_SOCKET_MODE => Ok(mode),
+        _ => Err(
+            "must be between 0 and 0777 (octal); setuid, setgid and sticky bits are not allowed"
+                .into(),
+        ),
+    }
+}
+
+/// Parses a `--clock-source` value.
+pub(crate) fn parse_clock_source(s: &str) -> Result<ClockSource, String> {
+    match s {
+        "monotonic" => Ok(ClockSource::Monotonic),
+        "boottime" => Ok(ClockSource::Boottime),
+        "monotonic-raw" => Err("monotonic-raw is only supported on macOS/iOS; on Linux use boottime \
+             (CLOCK_BOOTTIME) to keep counting through suspend; expected one of: monotonic, boottime"
+            .into()),
+        _ => Err("expected one of: monotonic, boottime".into()),
+    }
+}
+
+/// Parses a `--tracker-eviction-policy` value.
+pub(crate) fn parse_eviction_policy(s: &str) -> Result<EvictionPolicy, String> {
+    match s {
+        "strict" => Ok(EvictionPolicy::Strict),
+        "balanced" => Ok(EvictionPolicy::Balanced),
+        _ => Err("expected one of: strict, balanced".into()),
+    }
+}
+
+/// Parses an `--export-format` value.
+pub(crate) fn parse_export_format(s: &str) -> Result<ExportFormat, String> {
+    match s {
+        "tsv" => Ok(ExportFormat::Tsv),
+        "json" => Ok(ExportFormat::Json),
+        _ => Err("expected one of: tsv, json".into()),
+    }
+}
+
+/// Parses a `--log-format` value.
+pub(crate) fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected one of: text, json".into()),
+    }
+}
+
+/// Value names as written on the command line, for diffs and warnings.
+pub(crate) fn clock_source_name(c: ClockSource) -> &'static str {
+    match c {
+        ClockSource::Monotonic => "monotonic",
+        ClockSource::Boottime => "boottime",
+    }
+}
+
+/// See [`clock_source_name`].
+pub(crate) fn eviction_policy_name(p: EvictionPolicy) -> &'static str {
+    match p {
+        EvictionPolicy::Strict => "strict",
+        EvictionPolicy::Balanced => "balanced",
+    }
+}
+
+/// See [`clock_source_name`].
+pub(crate) fn export_format_name(f: ExportFormat) -> &'static str {
+    match f {
+        ExportFormat::Tsv => "tsv",
+        ExportFormat::Json => "json",
+    }
+}
+
+/// See [`clock_source_name`].
+pub(crate) fn log_format_name(f: LogFormat) -> &'static str {
+    match f {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    }
+}

@@ -1,0 +1,1054 @@
+//! Tests for flag parsing, the config file, validation, reload and diff.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::cli::{self, COMPAT, H_DETECTION, H_EXPORT, H_LATER, H_LIFECYCLE, H_LISTENER};
+use super::cli::{H_NO_EFFECT, H_TRACKER};
+use super::*;
+
+fn argv(list: &[&str]) -> Vec<OsString> {
+    std::iter::once("varta-watch")
+        .chain(list.iter().copied())
+        .map(OsString::from)
+        .collect()
+}
+
+fn run(list: &[&str]) -> Config {
+    match load(argv(list)) {
+        Ok(Loaded::Run(c)) => c,
+        other => panic!("expected a runnable config for {list:?}, got {other:?}"),
+    }
+}
+
+fn fail(list: &[&str]) -> ConfigError {
+    match load(argv(list)) {
+        Err(e) => e,
+        Ok(other) => panic!("expected an error for {list:?}, got {other:?}"),
+    }
+}
+
+fn help_text() -> String {
+    match load(argv(&["--help"])) {
+        Ok(Loaded::Help(text)) => text,
+        other => panic!("expected help, got {other:?}"),
+    }
+}
+
+/// A config file in a fresh temporary directory (kept alive by the guard).
+fn config_file(contents: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("varta.toml");
+    fs::write(&path, contents).expect("write config file");
+    (dir, path)
+}
+
+fn with_file(path: &Path, list: &[&str]) -> Result<Loaded, ConfigError> {
+    let mut args = argv(&["--config"]);
+    args.push(path.as_os_str().to_owned());
+    args.extend(list.iter().map(OsString::from));
+    load(args)
+}
+
+fn run_with_file(path: &Path, list: &[&str]) -> Config {
+    match with_file(path, list) {
+        Ok(Loaded::Run(c)) => c,
+        other => panic!("expected a runnable config, got {other:?}"),
+    }
+}
+
+fn fail_with_file(path: &Path, list: &[&str]) -> ConfigError {
+    match with_file(path, list) {
+        Err(e) => e,
+        Ok(other) => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// Every flag `varta-watch 0.2.0 --help` prints, with a value its users
+/// would plausibly pass (`None` for switches).
+const ORIGINAL_FLAGS: &[(&str, Option<&str>)] = &[
+    ("--socket", Some("/tmp/varta-test.sock")),
+    ("--threshold-ms", Some("500")),
+    (
+        "--recovery-exec",
+        Some("/usr/bin/systemctl restart app@{pid}"),
+    ),
+    ("--recovery-exec-file", Some("/etc/varta/recovery.cmd")),
+    ("--recovery-debounce-ms", Some("1000")),
+    ("--recovery-env", Some("FOO=bar")),
+    ("--recovery-inherit-env", None),
+    ("--socket-mode", Some("0600")),
+    ("--export-file", Some("/var/log/varta.tsv")),
+    ("--export-file-max-bytes", Some("1048576")),
+    ("--export-file-sync-every", Some("1")),
+    ("--prom-addr", Some("127.0.0.1:9100")),
+    ("--prom-token-file", Some("/etc/varta/prom.token")),
+    ("--shutdown-grace-ms", Some("5000")),
+    ("--recovery-timeout-ms", Some("30000")),
+    ("--read-timeout-ms", Some("100")),
+    ("--tracker-capacity", Some("256")),
+    ("--eviction-scan-window", Some("256")),
+    ("--tracker-eviction-policy", Some("balanced")),
+    ("--clock-source", Some("boottime")),
+    ("--signal-handler-mode", Some("direct")),
+    ("--shutdown-after-secs", Some("60")),
+    ("--udp-port", Some("9999")),
+    ("--udp-bind-addr", Some("127.0.0.1")),
+    ("--key-file", Some("/etc/varta/key")),
+    ("--accepted-key-file", Some("/etc/varta/keys")),
+    ("--master-key-file", Some("/etc/varta/master.key")),
+    ("--max-beat-rate", Some("100")),
+    ("--global-beat-rate", Some("5000")),
+    ("--global-beat-burst", Some("10000")),
+    ("--uds-rcvbuf-bytes", Some("1048576")),
+    ("--heartbeat-file", Some("/run/varta/heartbeat")),
+    ("--self-watchdog-secs", Some("4")),
+    ("--hw-watchdog", Some("/dev/watchdog")),
+    ("--prom-rate-limit-per-sec", Some("5")),
+    ("--prom-rate-limit-burst", Some("10")),
+    ("--i-accept-plaintext-udp", None),
+    ("--i-accept-secure-udp-non-loopback", None),
+    (
+        "--secure-udp-i-accept-recovery-on-unauthenticated-transport",
+        None,
+    ),
+    (
+        "--plaintext-udp-i-accept-recovery-on-unauthenticated-transport",
+        None,
+    ),
+    ("--allow-cross-namespace-agents", None),
+    ("--strict-namespace-check", None),
+    ("--recovery-audit-file", Some("/var/log/varta-audit.tsv")),
+    ("--recovery-audit-max-bytes", Some("10485760")),
+    ("--recovery-audit-sync-every", Some("1")),
+    ("--audit-fsync-budget-ms", Some("50")),
+    ("--audit-sync-interval-ms", Some("0")),
+    ("--audit-rotation-budget-ms", Some("50")),
+    ("--recovery-capture-stdio", None),
+    ("--recovery-capture-bytes", Some("4096")),
+    ("--iteration-budget-ms", Some("250")),
+    ("--scrape-budget-ms", Some("250")),
+];
+
+/// Original flags that mean nothing in the event-driven design.
+const NO_EFFECT_FLAGS: &[&str] = &[
+    "--read-timeout-ms",
+    "--eviction-scan-window",
+    "--signal-handler-mode",
+    "--iteration-budget-ms",
+    "--scrape-budget-ms",
+    "--audit-fsync-budget-ms",
+    "--audit-rotation-budget-ms",
+];
+
+/// Original flags for features a later release implements.
+const LATER_FLAGS: &[&str] = &[
+    "--recovery-exec",
+    "--recovery-exec-file",
+    "--recovery-debounce-ms",
+    "--recovery-env",
+    "--recovery-inherit-env",
+    "--prom-addr",
+    "--prom-token-file",
+    "--shutdown-grace-ms",
+    "--recovery-timeout-ms",
+    "--udp-port",
+    "--udp-bind-addr",
+    "--key-file",
+    "--accepted-key-file",
+    "--master-key-file",
+    "--heartbeat-file",
+    "--self-watchdog-secs",
+    "--hw-watchdog",
+    "--prom-rate-limit-per-sec",
+    "--prom-rate-limit-burst",
+    "--i-accept-plaintext-udp",
+    "--i-accept-secure-udp-non-loopback",
+    "--secure-udp-i-accept-recovery-on-unauthenticated-transport",
+    "--plaintext-udp-i-accept-recovery-on-unauthenticated-transport",
+    "--recovery-audit-file",
+    "--recovery-audit-max-bytes",
+    "--recovery-audit-sync-every",
+    "--audit-sync-interval-ms",
+    "--recovery-capture-stdio",
+    "--recovery-capture-bytes",
+];
+
+fn original_args(flags: &[(&str, Option<&str>)]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for (flag, value) in ORIGINAL_FLAGS {
+        if flags.iter().any(|(f, _)| f == flag) {
+            out.push(*flag);
+            out.extend(value.iter().copied());
+        }
+    }
+    out
+}
+
+fn warnings_for(config: &Config, flag: &str) -> Vec<String> {
+    let prefix = format!("{flag} ");
+    config
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with(&prefix))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn defaults_with_no_flags() {
+    let config = run(&[]);
+    let mut expected = Config::with_socket(varta_vlp::default_socket_path());
+    expected.argv = argv(&[]);
+    assert_eq!(config, expected);
+    assert!(config.warnings.is_empty());
+    assert_eq!(config.config_file, None);
+}
+
+#[test]
+fn every_implemented_flag_maps_to_config() {
+    let config = run(&[
+        "--socket",
+        "/tmp/v/obs.sock",
+        "--socket-mode",
+        "0640",
+        "--threshold-ms",
+        "2500",
+        "--uds-rcvbuf-bytes",
+        "0",
+        "--tracker-capacity",
+        "1024",
+        "--tracker-eviction-policy",
+        "balanced",
+        "--max-beat-rate",
+        "0",
+        "--global-beat-rate",
+        "700",
+        "--global-beat-burst",
+        "900",
+        "--clock-source",
+        "boottime",
+        "--export-file",
+        "/tmp/v/events.jsonl",
+        "--export-format",
+        "json",
+        "--no-export-beats",
+        "--export-file-max-bytes",
+        "4096",
+        "--export-file-sync-every",
+        "10",
+        "--shutdown-after-secs",
+        "30",
+        "--allow-cross-namespace-agents",
+        "--strict-namespace-check",
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(config.socket, PathBuf::from("/tmp/v/obs.sock"));
+    assert_eq!(config.socket_mode, 0o640);
+    assert_eq!(config.threshold, Duration::from_millis(2500));
+    assert_eq!(config.uds_rcvbuf_bytes, 0);
+    assert_eq!(config.tracker_capacity, 1024);
+    assert_eq!(config.eviction_policy, EvictionPolicy::Balanced);
+    assert_eq!(config.max_beat_rate, 0);
+    assert_eq!(config.global_beat_rate, 700);
+    assert_eq!(config.global_beat_burst, 900);
+    assert_eq!(config.clock_source, ClockSource::Boottime);
+    assert_eq!(
+        config.export,
+        Some(ExportConfig {
+            path: PathBuf::from("/tmp/v/events.jsonl"),
+            format: ExportFormat::Json,
+            beats: false,
+            max_bytes: Some(4096),
+            sync_every: 10,
+        })
+    );
+    assert_eq!(config.shutdown_after, Some(Duration::from_secs(30)));
+    assert!(config.allow_cross_namespace_agents);
+    assert!(config.strict_namespace_check);
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn export_defaults_when_only_the_file_is_given() {
+    let config = run(&["--export-file", "/tmp/v/events.tsv"]);
+    assert_eq!(
+        config.export,
+        Some(ExportConfig {
+            path: PathBuf::from("/tmp/v/events.tsv"),
+            format: ExportFormat::Tsv,
+            beats: true,
+            max_bytes: None,
+            sync_every: 0,
+        })
+    );
+}
+
+#[test]
+fn socket_mode_accepts_every_octal_spelling() {
+    for (spelling, mode) in [
+        ("600", 0o600),
+        ("0600", 0o600),
+        ("0o600", 0o600),
+        ("0O640", 0o640),
+        ("0", 0),
+        ("777", 0o777),
+        ("0000777", 0o777),
+    ] {
+        assert_eq!(
+            run(&["--socket-mode", spelling]).socket_mode,
+            mode,
+            "{spelling}"
+        );
+    }
+}
+
+#[test]
+fn repeated_flag_takes_the_last_value_like_the_original() {
+    let config = run(&["--threshold-ms", "100", "--threshold-ms", "200"]);
+    assert_eq!(config.threshold, Duration::from_millis(200));
+}
+
+#[test]
+fn recovery_env_is_repeatable_and_warns_once() {
+    let config = run(&["--recovery-env", "A=1", "--recovery-env", "B=2"]);
+    assert_eq!(warnings_for(&config, "--recovery-env").len(), 1);
+    assert_eq!(config.warnings.len(), 1);
+}
+
+#[test]
+fn every_range_error_names_flag_value_and_range() {
+    let cases: &[(&[&str], &str, &str, &str)] = &[
+        (
+            &["--threshold-ms", "5"],
+            "--threshold-ms",
+            "'5'",
+            "between 10 and 86400000",
+        ),
+        (
+            &["--threshold-ms", "86400001"],
+            "--threshold-ms",
+            "'86400001'",
+            "between 10 and 86400000",
+        ),
+        (
+            &["--uds-rcvbuf-bytes", "1073741825"],
+            "--uds-rcvbuf-bytes",
+            "'1073741825'",
+            "between 0 and 1073741824",
+        ),
+        (
+            &["--tracker-capacity", "0"],
+            "--tracker-capacity",
+            "'0'",
+            "between 1 and 4194304",
+        ),
+        (
+            &["--tracker-capacity", "4194305"],
+            "--tracker-capacity",
+            "'4194305'",
+            "between 1 and 4194304",
+        ),
+        (
+            &["--max-beat-rate", "1000001"],
+            "--max-beat-rate",
+            "'1000001'",
+            "between 0 and 1000000",
+        ),
+        (
+            &["--global-beat-rate", "4294967296"],
+            "--global-beat-rate",
+            "'4294967296'",
+            "between 0 and 4294967295",
+        ),
+        (
+            &["--global-beat-burst", "4294967296"],
+            "--global-beat-burst",
+            "'4294967296'",
+            "between 0 and 4294967295",
+        ),
+        (
+            &[
+                "--export-file",
+                "/tmp/e.tsv",
+                "--export-file-max-bytes",
+                "4095",
+            ],
+            "--export-file-max-bytes",
+            "'4095'",
+            "at least 4096",
+        ),
+        (
+            &["--shutdown-after-secs", "0"],
+            "--shutdown-after-secs",
+            "'0'",
+            "between 1 and 315360000",
+        ),
+        (
+            &["--shutdown-after-secs", "315360001"],
+            "--shutdown-after-secs",
+            "'315360001'",
+            "between 1 and 315360000",
+        ),
+        (
+            &["--socket-mode", "1000"],
+            "--socket-mode",
+            "'1000'",
+            "between 0 and 0777",
+        ),
+        (
+            &["--socket-mode", "0o4755"],
+            "--socket-mode",
+            "'0o4755'",
+            "between 0 and 0777",
+        ),
+        (&["--socket-mode", "689"], "--socket-mode", "'689'", "0777"),
+        (&["--socket-mode", "rw"], "--socket-mode", "'rw'", "octal"),
+        (&["--socket-mode", ""], "--socket-mode", "''", "octal"),
+        (
+            &["--clock-source", "monotonic-raw"],
+            "--clock-source",
+            "'monotonic-raw'",
+            "boottime",
+        ),
+    ];
+    for (args, flag, value, range) in cases {
+        let e = fail(args);
+        let msg = e.to_string();
+        assert_eq!(e.exit_code(), 2, "{msg}");
+        assert!(msg.contains(flag), "{args:?}: {msg}");
+        assert!(msg.contains(value), "{args:?}: {msg}");
+        assert!(msg.contains(range), "{args:?}: {msg}");
+    }
+    assert_eq!(
+        fail(&["--threshold-ms", "5"]).to_string(),
+        "invalid value '5' for --threshold-ms: must be between 10 and 86400000 milliseconds"
+    );
+}
+
+#[test]
+fn monotonic_raw_is_explained() {
+    let msg = fail(&["--clock-source", "monotonic-raw"]).to_string();
+    assert!(msg.contains("macOS"), "{msg}");
+    assert!(msg.contains("boottime"), "{msg}");
+}
+
+#[test]
+fn socket_path_longer_than_sun_path_is_rejected() {
+    let long = format!("/tmp/{}", "s".repeat(120));
+    let msg = fail(&["--socket", &long]).to_string();
+    assert!(msg.contains("--socket") && msg.contains("107"), "{msg}");
+}
+
+#[test]
+fn export_max_bytes_requires_export_file() {
+    let e = fail(&["--export-file-max-bytes", "8192"]);
+    assert_eq!(e.exit_code(), 2);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("--export-file-max-bytes") && msg.contains("--export-file "),
+        "{msg}"
+    );
+}
+
+#[test]
+fn export_only_settings_without_export_file_warn() {
+    let config = run(&[
+        "--export-format",
+        "json",
+        "--no-export-beats",
+        "--export-file-sync-every",
+        "3",
+    ]);
+    assert_eq!(config.export, None);
+    for flag in [
+        "--export-format",
+        "--no-export-beats",
+        "--export-file-sync-every",
+    ] {
+        assert_eq!(
+            warnings_for(&config, flag).len(),
+            1,
+            "{flag}: {:?}",
+            config.warnings
+        );
+    }
+}
+
+#[test]
+fn burst_without_global_rate_warns() {
+    let config = run(&["--global-beat-burst", "50"]);
+    assert_eq!(config.global_beat_burst, 50);
+    let w = warnings_for(&config, "--global-beat-burst");
+    assert_eq!(w.len(), 1, "{:?}", config.warnings);
+    assert!(w[0].contains("global beat rate is 0"), "{w:?}");
+    assert!(
+        run(&["--global-beat-rate", "10", "--global-beat-burst", "50"])
+            .warnings
+            .is_empty()
+    );
+}
+
+#[test]
+fn parser_errors_are_usage_errors_with_exit_code_2() {
+    for args in [
+        &["--no-such-flag"][..],
+        &["--threshold-ms", "abc"],
+        &["--threshold-ms", "-5"],
+        &["--threshold-ms"],
+        &["--tracker-capacity", "99999999999999999999999"],
+        &["--clock-source", "sundial"],
+        &["--udp-port", "70000"],
+        &["--prom-addr", "localhost:9100"],
+        &["--signal-handler-mode", "fancy"],
+        &["stray-positional"],
+    ] {
+        let e = fail(args);
+        assert!(matches!(e, ConfigError::Usage(_)), "{args:?}: {e:?}");
+        assert_eq!(e.exit_code(), 2);
+        let msg = e.to_string();
+        assert!(!msg.starts_with("error:"), "binary adds the prefix: {msg}");
+        assert!(!msg.is_empty());
+    }
+    assert!(fail(&["--no-such-flag"])
+        .to_string()
+        .contains("--no-such-flag"));
+}
+
+#[test]
+fn every_original_flag_parses() {
+    // One at a time, so each flag's own warning can be checked in isolation.
+    for (flag, value) in ORIGINAL_FLAGS {
+        let mut args = vec![*flag];
+        args.extend(value.iter().copied());
+        // Settings that only mean something alongside another one.
+        match *flag {
+            "--export-file-max-bytes" | "--export-file-sync-every" => {
+                args.extend(["--export-file", "/tmp/e.tsv"])
+            }
+            "--global-beat-burst" => args.extend(["--global-beat-rate", "10"]),
+            _ => {}
+        }
+        let config = run(&args);
+        let is_compat = NO_EFFECT_FLAGS.contains(flag) || LATER_FLAGS.contains(flag);
+        let own = warnings_for(&config, flag);
+        if is_compat {
+            assert_eq!(own.len(), 1, "{flag}: {:?}", config.warnings);
+            assert_eq!(config.warnings.len(), 1, "{flag}: {:?}", config.warnings);
+        } else {
+            assert!(config.warnings.is_empty(), "{flag}: {:?}", config.warnings);
+        }
+        if NO_EFFECT_FLAGS.contains(flag) {
+            assert!(own[0].contains("has no effect"), "{own:?}");
+        }
+        if LATER_FLAGS.contains(flag) {
+            assert!(
+                own[0].contains("not implemented in this build yet"),
+                "{own:?}"
+            );
+        }
+    }
+
+    // All together, the way a 0.2.0 unit file with everything set would.
+    let config = run(&original_args(ORIGINAL_FLAGS));
+    for flag in NO_EFFECT_FLAGS.iter().chain(LATER_FLAGS) {
+        assert_eq!(
+            warnings_for(&config, flag).len(),
+            1,
+            "{flag}: {:?}",
+            config.warnings
+        );
+    }
+    assert_eq!(
+        config.warnings.len(),
+        NO_EFFECT_FLAGS.len() + LATER_FLAGS.len()
+    );
+}
+
+#[test]
+fn recovery_exec_warning_says_no_command_runs() {
+    let config = run(&["--recovery-exec", "/bin/true {pid}"]);
+    assert_eq!(
+        config.warnings,
+        ["--recovery-exec is accepted for compatibility but recovery is not implemented in this build yet; no command will run"]
+    );
+    let config = run(&["--read-timeout-ms", "100"]);
+    assert_eq!(
+        config.warnings,
+        ["--read-timeout-ms has no effect: the observer is event-driven and never polls with a read timeout"]
+    );
+}
+
+#[test]
+fn compat_table_covers_exactly_the_compat_flags() {
+    let mut table: Vec<String> = COMPAT.iter().map(|f| format!("--{}", f.name)).collect();
+    let mut expected: Vec<String> = NO_EFFECT_FLAGS
+        .iter()
+        .chain(LATER_FLAGS)
+        .map(|s| s.to_string())
+        .collect();
+    table.sort();
+    expected.sort();
+    assert_eq!(table, expected);
+    for f in COMPAT {
+        assert_eq!(
+            f.later,
+            LATER_FLAGS.contains(&format!("--{}", f.name).as_str()),
+            "{}",
+            f.name
+        );
+    }
+}
+
+#[test]
+fn clap_definition_is_consistent() {
+    cli::command().debug_assert();
+}
+
+#[test]
+fn help_is_grouped_and_complete() {
+    let help = help_text();
+    let headings = [
+        H_LISTENER,
+        H_DETECTION,
+        H_TRACKER,
+        H_EXPORT,
+        H_LIFECYCLE,
+        H_NO_EFFECT,
+        H_LATER,
+    ];
+    let mut last = 0;
+    for heading in headings {
+        let at = help
+            .find(&format!("{heading}:"))
+            .unwrap_or_else(|| panic!("missing heading {heading}:\n{help}"));
+        assert!(at >= last, "heading {heading} out of order");
+        last = at;
+    }
+    assert!(help.contains("Listener"));
+    assert!(help.contains("Compatibility (no effect in this design)"));
+    assert!(help.contains("Compatibility (accepted, not yet active)"));
+    for (flag, _) in ORIGINAL_FLAGS {
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "{flag} missing from --help"
+        );
+    }
+    for flag in [
+        "--config",
+        "--export-format",
+        "--no-export-beats",
+        "--log-format",
+        "--help",
+        "--version",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    assert!(matches!(load(argv(&["-h"])), Ok(Loaded::Help(_))));
+}
+
+#[test]
+fn implemented_flags_document_default_and_range() {
+    let compat_heading = |h: Option<&str>| h == Some(H_NO_EFFECT) || h == Some(H_LATER);
+    for arg in cli::command().get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if compat_heading(arg.get_help_heading()) || long == "help" || long == "version" {
+            continue;
+        }
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        assert!(help.contains("Default"), "--{long}: {help}");
+        let numeric = arg.get_value_names().is_some_and(|names| {
+            names
+                .iter()
+                .any(|n| ["MS", "N", "SECS", "OCTAL"].contains(&n.as_str()))
+        });
+        if numeric {
+            assert!(help.contains("Range"), "--{long}: {help}");
+        }
+    }
+}
+
+#[test]
+fn version_is_reported() {
+    for flag in ["--version", "-V"] {
+        match load(argv(&[flag])) {
+            Ok(Loaded::Version(text)) => {
+                assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}")
+            }
+            other => panic!("{flag}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn file_values_apply_and_flags_override_them() {
+    let (_dir, path) = config_file(
+        r#"
+socket = "/tmp/v/file.sock"
+socket-mode = "0660"
+threshold-ms = 2000
+max-beat-rate = 7
+tracker-eviction-policy = "balanced"
+export-file = "/tmp/v/file.tsv"
+no-export-beats = true
+allow-cross-namespace-agents = true
+log-format = "json"
+"#,
+    );
+    let config = run_with_file(&path, &[]);
+    assert_eq!(config.socket, PathBuf::from("/tmp/v/file.sock"));
+    assert_eq!(config.socket_mode, 0o660);
+    assert_eq!(config.threshold, Duration::from_millis(2000));
+    assert_eq!(config.max_beat_rate, 7);
+    assert_eq!(config.eviction_policy, EvictionPolicy::Balanced);
+    let export = config.export.clone().expect("export from file");
+    assert_eq!(export.path, PathBuf::from("/tmp/v/file.tsv"));
+    assert!(!export.beats);
+    assert!(config.allow_cross_namespace_agents);
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.config_file.as_deref(), Some(path.as_path()));
+
+    let config = run_with_file(
+        &path,
+        &["--threshold-ms", "300", "--socket", "/tmp/v/flag.sock"],
+    );
+    assert_eq!(config.threshold, Duration::from_millis(300));
+    assert_eq!(config.socket, PathBuf::from("/tmp/v/flag.sock"));
+    // Not given as flags: still from the file.
+    assert_eq!(config.max_beat_rate, 7);
+    assert!(config.allow_cross_namespace_agents);
+}
+
+#[test]
+fn snake_case_keys_are_accepted() {
+    let (_dir, path) = config_file(
+        "threshold_ms = 1500\nexport_file = \"/tmp/v/x.tsv\"\nexport_file_max_bytes = 8192\nno_export_beats = true\n",
+    );
+    let config = run_with_file(&path, &[]);
+    assert_eq!(config.threshold, Duration::from_millis(1500));
+    let export = config.export.expect("export");
+    assert_eq!(export.max_bytes, Some(8192));
+    assert!(!export.beats);
+}
+
+#[test]
+fn both_spellings_of_one_key_are_rejected() {
+    let (_dir, path) = config_file("threshold_ms = 1500\nthreshold-ms = 1600\n");
+    let msg = fail_with_file(&path, &[]).to_string();
+    assert!(
+        msg.contains("threshold_ms") || msg.contains("threshold-ms"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn every_implemented_flag_is_a_file_key() {
+    let (_dir, path) = config_file(
+        r#"
+socket = "/tmp/v/k.sock"
+socket-mode = "600"
+uds-rcvbuf-bytes = 65536
+allow-cross-namespace-agents = false
+strict-namespace-check = true
+threshold-ms = 1000
+clock-source = "boottime"
+tracker-capacity = 10
+tracker-eviction-policy = "strict"
+max-beat-rate = 5
+global-beat-rate = 6
+global-beat-burst = 7
+export-file = "/tmp/v/k.tsv"
+export-format = "json"
+no-export-beats = false
+export-file-max-bytes = 5000
+export-file-sync-every = 2
+log-format = "text"
+shutdown-after-secs = 9
+"#,
+    );
+    let config = run_with_file(&path, &[]);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(config.tracker_capacity, 10);
+    assert_eq!(config.clock_source, ClockSource::Boottime);
+    assert!(config.strict_namespace_check);
+    assert_eq!(config.shutdown_after, Some(Duration::from_secs(9)));
+    assert_eq!(config.export.map(|e| e.sync_every), Some(2));
+}
+
+#[test]
+fn compat_keys_in_file_warn_and_name_the_file() {
+    let (_dir, path) = config_file(
+        "read-timeout-ms = 100\nrecovery_exec = \"/bin/true\"\nrecovery-env = [\"A=1\", \"B=2\"]\ni-accept-plaintext-udp = true\n",
+    );
+    let config = run_with_file(&path, &[]);
+    assert_eq!(config.warnings.len(), 4, "{:?}", config.warnings);
+    let file = path.display().to_string();
+    assert!(
+        config.warnings.iter().all(|w| w.contains(&file)),
+        "{:?}",
+        config.warnings
+    );
+    assert!(config
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("read-timeout-ms ")));
+    assert!(config
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("recovery-exec ")));
+
+    // Given both ways, the setting is reported once, as the flag.
+    let config = run_with_file(&path, &["--read-timeout-ms", "200"]);
+    assert_eq!(config.warnings.len(), 4);
+    assert_eq!(warnings_for(&config, "--read-timeout-ms").len(), 1);
+}
+
+#[test]
+fn unknown_file_key_is_rejected_naming_file_and_key() {
+    let (_dir, path) = config_file("threshold-ms = 1000\nthreshhold-ms = 2000\n");
+    let e = fail_with_file(&path, &[]);
+    assert_eq!(e.exit_code(), 2);
+    let msg = e.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("threshhold-ms"), "{msg}");
+
+    for text in [
+        "config = \"/etc/other.toml\"\n",
+        "[export]\nfile = \"/x\"\n",
+        "help = true\n",
+    ] {
+        let (_dir, path) = config_file(text);
+        let msg = fail_with_file(&path, &[]).to_string();
+        assert!(msg.contains("unknown key"), "{text}: {msg}");
+    }
+}
+
+#[test]
+fn file_range_errors_name_file_key_and_value() {
+    let (_dir, path) = config_file("threshold-ms = 5\n");
+    let e = fail_with_file(&path, &[]);
+    assert_eq!(e.exit_code(), 2);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "config file {}: threshold-ms = 5: must be between 10 and 86400000 milliseconds",
+            path.display()
+        )
+    );
+
+    let cases = [
+        (
+            "tracker-capacity = 0\n",
+            "tracker-capacity = 0",
+            "between 1 and 4194304",
+        ),
+        (
+            "clock-source = \"monotonic-raw\"\n",
+            "clock-source = \"monotonic-raw\"",
+            "boottime",
+        ),
+        (
+            "clock-source = \"sundial\"\n",
+            "clock-source = \"sundial\"",
+            "monotonic, boottime",
+        ),
+        ("socket-mode = \"1777\"\n", "socket-mode = \"1777\"", "0777"),
+        (
+            "socket-mode = 384\n",
+            "socket-mode = 384",
+            "quoted octal string",
+        ),
+        (
+            "log-format = \"xml\"\n",
+            "log-format = \"xml\"",
+            "text, json",
+        ),
+        (
+            "threshold-ms = \"fast\"\n",
+            "threshold-ms = \"fast\"",
+            "invalid type",
+        ),
+        ("threshold-ms = -1\n", "threshold-ms = -1", "u64"),
+        ("no-export-beats = 1\n", "no-export-beats = 1", "boolean"),
+        ("socket = \"\"\n", "socket = \"\"", "empty"),
+    ];
+    for (text, key_value, reason) in cases {
+        let (_dir, path) = config_file(text);
+        let msg = fail_with_file(&path, &[]).to_string();
+        assert!(
+            msg.starts_with(&format!("config file {}: ", path.display())),
+            "{msg}"
+        );
+        assert!(msg.contains(key_value), "{text}: {msg}");
+        assert!(msg.contains(reason), "{text}: {msg}");
+    }
+}
+
+#[test]
+fn a_bad_file_value_is_reported_even_when_a_flag_overrides_it() {
+    let (_dir, path) = config_file("threshold-ms = 5\n");
+    let msg = fail_with_file(&path, &["--threshold-ms", "500"]).to_string();
+    assert!(msg.contains("threshold-ms = 5"), "{msg}");
+}
+
+#[test]
+fn file_max_bytes_without_export_file_names_the_file() {
+    let (_dir, path) = config_file("export-file-max-bytes = 8192\n");
+    let msg = fail_with_file(&path, &[]).to_string();
+    assert!(
+        msg.contains("export-file-max-bytes") && msg.contains(&path.display().to_string()),
+        "{msg}"
+    );
+    // The export file may come from a flag while the limit is in the file.
+    let config = run_with_file(&path, &["--export-file", "/tmp/v/y.tsv"]);
+    assert_eq!(config.export.and_then(|e| e.max_bytes), Some(8192));
+}
+
+#[test]
+fn missing_file_names_path_and_os_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("absent.toml");
+    let e = fail_with_file(&path, &[]);
+    assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
+    assert_eq!(e.exit_code(), 2);
+    let msg = e.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("No such file"), "{msg}");
+
+    // A directory is unreadable as a file.
+    let msg = fail_with_file(dir.path(), &[]).to_string();
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+}
+
+#[test]
+fn toml_syntax_error_names_the_file() {
+    let (_dir, path) = config_file("threshold-ms = \n");
+    let e = fail_with_file(&path, &[]);
+    assert!(matches!(e, ConfigError::File { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!("config file {}: ", path.display())),
+        "{msg}"
+    );
+    assert!(msg.contains("line 1"), "{msg}");
+}
+
+#[test]
+fn reload_picks_up_a_changed_file_and_keeps_flags() {
+    let (_dir, path) = config_file("threshold-ms = 2000\nmax-beat-rate = 10\n");
+    let first = run_with_file(&path, &["--max-beat-rate", "50"]);
+    assert_eq!(first.threshold, Duration::from_millis(2000));
+    assert_eq!(first.max_beat_rate, 50);
+
+    fs::write(
+        &path,
+        "threshold-ms = 3000\nmax-beat-rate = 20\nexport-file = \"/tmp/v/r.tsv\"\n",
+    )
+    .expect("rewrite");
+    let second = reload(&first).expect("reload");
+    assert_eq!(second.threshold, Duration::from_millis(3000));
+    assert_eq!(second.max_beat_rate, 50, "the flag still wins");
+    assert!(second.export.is_some());
+    assert_eq!(second.argv, first.argv);
+    assert_eq!(second.config_file, first.config_file);
+
+    fs::write(&path, "threshold-ms = 1\n").expect("rewrite");
+    assert!(reload(&second).is_err());
+    fs::remove_file(&path).expect("remove");
+    assert!(matches!(reload(&second), Err(ConfigError::Read { .. })));
+}
+
+#[test]
+fn reload_of_a_config_built_in_code_uses_its_file() {
+    let (_dir, path) = config_file("threshold-ms = 4000\n");
+    let mut config = Config::with_socket(PathBuf::from("/tmp/v/code.sock"));
+    config.config_file = Some(path);
+    let reloaded = reload(&config).expect("reload");
+    assert_eq!(reloaded.threshold, Duration::from_millis(4000));
+}
+
+#[test]
+fn diff_reports_changed_settings() {
+    let old = run(&[]);
+    assert!(diff(&old, &old).is_empty());
+
+    let mut new = old.clone();
+    new.threshold = Duration::from_millis(2000);
+    assert_eq!(diff(&old, &new), ["threshold-ms: 5000 -> 2000"]);
+
+    new.warnings.push("ignored".into());
+    new.argv.push("ignored".into());
+    assert_eq!(diff(&old, &new), ["threshold-ms: 5000 -> 2000"]);
+
+    let with_export = run(&["--export-file", "/tmp/v/d.tsv", "--socket-mode", "0640"]);
+    let lines = diff(&old, &with_export);
+    assert!(
+        lines.contains(&"export-file: none -> /tmp/v/d.tsv".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"socket-mode: 0600 -> 0640".to_string()),
+        "{lines:?}"
+    );
+
+    let json = run(&[
+        "--export-file",
+        "/tmp/v/d.tsv",
+        "--socket-mode",
+        "0640",
+        "--export-format",
+        "json",
+    ]);
+    assert_eq!(diff(&with_export, &json), ["export-format: tsv -> json"]);
+}
+
+#[test]
+fn non_utf8_arguments_are_errors_or_paths_never_panics() {
+    use std::os::unix::ffi::OsStringExt;
+    let bad = OsString::from_vec(vec![b'/', b't', 0xff, b'x']);
+    let mut args = argv(&["--socket"]);
+    args.push(bad.clone());
+    assert!(
+        matches!(load(args), Ok(Loaded::Run(_))),
+        "a path may be any bytes"
+    );
+    let mut args = argv(&["--threshold-ms"]);
+    args.push(bad);
+    assert!(matches!(load(args), Err(ConfigError::Usage(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any mix of real flag names and hostile values yields a config or an
+    /// error, never a panic.
+    #[test]
+    fn load_never_panics(words in proptest::collection::vec(
+        prop_oneof![
+            proptest::sample::select(
+                ORIGINAL_FLAGS.iter().map(|(f, _)| f.to_string()).collect::<Vec<_>>()
+            ),
+            Just("--config".to_string()),
+            Just("--export-format".to_string()),
+            "[0-9]{0,25}",
+            "-?[0-9a-zA-Z=:/._-]{0,12}",
+            ".{0,8}",
+        ],
+        0..12,
+    )) {
+        let args = std::iter::once("varta-watch".to_string()).chain(words).map(OsString::from);
+        let _ = load(args);
+    }
+
+    /// Any file text yields settings or an error, never a panic.
+    #[test]
+    fn file_parse_never_panics(text in "(([a-z_-]{1,30}) = (-?[0-9]{1,22}|\"[^\"]{0,10}\"|true|\\[1\\])\n){0,6}|.{0,64}") {
+        let _ = super::file::parse(Path::new("/tmp/p.toml"), &text);
+    }
+}

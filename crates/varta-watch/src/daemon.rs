@@ -1,0 +1,406 @@
+//! The event loop: one thread, one owner of agent state, woken only by
+//! socket readiness, signals and a timerfd armed at the next deadline (a
+//! stall, a sink's flush, or `--shutdown-after-secs`). No fixed sleeps, no
+//! periodic scans.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::clock::ObserverClock;
+use crate::config::{self, ClockSource, Config};
+use crate::events::{Event, EventBus, Sink};
+use crate::export::counters::{Counters, CountingSink};
+use crate::export::log::LogSink;
+use crate::ingest::{BindError, UdsListener, UdsPolicy};
+use crate::tracker::{Tracker, TrackerSettings};
+
+const UDS: Token = Token(0);
+const TIMER: Token = Token(1);
+const SIGNALS: Token = Token(2);
+
+/// Datagrams handled per wake-up before stalls are checked again: bounds
+/// detection latency under a flood while keeping batches large.
+const DRAIN_BUDGET: u32 = 4096;
+
+/// Waking this much later than the armed deadline means the observer itself
+/// was paused (suspend with boottime, VM stop, SIGSTOP).
+const JUMP_NS: u64 = 5_000_000_000;
+
+/// Why the daemon could not start or had to stop (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The socket could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// A sink (export file) could not be opened.
+    #[error("{0}")]
+    Sink(String),
+    /// `--strict-namespace-check` tripped.
+    #[error("agent pid {0} is in another PID namespace and --strict-namespace-check is set; run the agent in the observer's PID namespace or use --allow-cross-namespace-agents")]
+    CrossNamespace(u32),
+    /// epoll, timerfd or signal setup failed.
+    #[error("{what}: {source}")]
+    Os {
+        /// What failed.
+        what: &'static str,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+fn os(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
+    move |source| DaemonError::Os { what, source }
+}
+
+/// Opens the configured export sinks (file export). Kept separate so a
+/// reload can reopen them.
+pub type SinkFactory = fn(&Config) -> Result<Vec<Box<dyn Sink>>, String>;
+
+/// Creates the default socket's directory when it does not exist
+/// (`/run/varta` 0755 for root, a private 0700 directory otherwise).
+fn prepare_default_dir(socket: &Path) -> Result<(), DaemonError> {
+    if socket != varta_vlp::default_socket_path() {
+        return Ok(());
+    }
+    let Some(dir) = socket.parent() else {
+        return Ok(());
+    };
+    if dir.exists() {
+        return Ok(());
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    let mode = if dir == Path::new("/run/varta") {
+        0o755
+    } else {
+        0o700
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(os("cannot create the default socket directory"))
+}
+
+fn tracker_settings(cfg: &Config, own_pidns: u32) -> TrackerSettings {
+    TrackerSettings {
+        capacity: cfg.tracker_capacity,
+        threshold_ns: u64::try_from(cfg.threshold.as_nanos()).unwrap_or(u64::MAX),
+        eviction: cfg.eviction_policy,
+        max_beat_rate: cfg.max_beat_rate,
+        global_beat_rate: cfg.global_beat_rate,
+        global_beat_burst: cfg.global_beat_burst,
+        own_pidns,
+        allow_cross_namespace: cfg.allow_cross_namespace_agents,
+    }
+}
+
+/// The observer.
+pub struct Daemon {
+    config: Config,
+    clock: ObserverClock,
+    listener: UdsListener,
+    tracker: Tracker,
+    bus: EventBus,
+    /// Sinks before this index survive a reload; the rest are reopened.
+    base_sinks: usize,
+    sink_factory: SinkFactory,
+    counters: Arc<Counters>,
+    poll: Poll,
+    timer: TimerFd,
+    signals: Signals,
+    armed: Option<u64>,
+    shutdown_at: Option<u64>,
+}
+
+impl Daemon {
+    /// Binds the socket and prepares the loop. `sink_factory` opens the
+    /// configured sinks (default: [`crate::export::configured_sinks`]);
+    /// `extra` sinks (e.g. a [`crate::events::Recorder`]) see every event.
+    pub fn new(
+        config: Config,
+        sink_factory: Option<SinkFactory>,
+        extra: Vec<Box<dyn Sink>>,
+    ) -> Result<Daemon, DaemonError> {
+        prepare_default_dir(&config.socket)?;
+        let mut listener =
+            UdsListener::bind(&config.socket, config.socket_mode, config.uds_rcvbuf_bytes)?;
+        listener.set_policy(UdsPolicy {
+            allow_cross_namespace: config.allow_cross_namespace_agents,
+        });
+        let tracker = Tracker::new(tracker_settings(&config, listener.own_pidns()));
+        let counters = Arc::new(Counters::default());
+        let mut bus = EventBus::new();
+        bus.add(Box::new(CountingSink::new(counters.clone())));
+        bus.add(Box::new(LogSink::new()));
+        for s in extra {
+            bus.add(s);
+        }
+        let base_sinks = bus.len();
+        let sink_factory = sink_factory.unwrap_or(crate::export::configured_sinks);
+        for s in sink_factory(&config).map_err(DaemonError::Sink)? {
+            bus.add(s);
+        }
+
+        let poll = Poll::new().map_err(os("cannot create epoll instance"))?;
+        let clock_id = match config.clock_source {
+            ClockSource::Monotonic => ClockId::CLOCK_MONOTONIC,
+            ClockSource::Boottime => ClockId::CLOCK_BOOTTIME,
+        };
+        let timer = TimerFd::new(clock_id, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
+            .map_err(|e| os("cannot create timerfd")(e.into()))?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(os("cannot install signal handlers"))?;
+        let registry = poll.registry();
+        registry
+            .register(&mut SourceFd(&listener.raw_fd()), UDS, Interest::READABLE)
+            .map_err(os("cannot watch the socket"))?;
+        registry
+            .register(
+                &mut SourceFd(&timer.as_fd().as_raw_fd()),
+                TIMER,
+                Interest::READABLE,
+            )
+            .map_err(os("cannot watch the timerfd"))?;
+        registry
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(os("cannot watch signals"))?;
+
+        let clock = ObserverClock::new(config.clock_source);
+        let shutdown_at = config
+            .shutdown_after
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Ok(Daemon {
+            config,
+            clock,
+            listener,
+            tracker,
+            bus,
+            base_sinks,
+            sink_factory,
+            counters,
+            poll,
+            timer,
+            signals,
+            armed: None,
+            shutdown_at,
+        })
+    }
+
+    /// Shared event counters (for metrics and tests).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// The bound socket path.
+    pub fn socket_path(&self) -> &Path {
+        self.listener.path()
+    }
+
+    /// Kernel-granted receive buffer.
+    pub fn granted_rcvbuf(&self) -> usize {
+        self.listener.granted_rcvbuf()
+    }
+
+    /// The tracker (read-only).
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// Runs until SIGINT/SIGTERM or `--shutdown-after-secs`; flushes sinks
+    /// and removes the socket on the way out.
+    pub fn run(&mut self) -> Result<(), DaemonError> {
+        let mut events = Events::with_capacity(16);
+        let mut more = false;
+        // The first wait must already honour --shutdown-after-secs.
+        self.rearm();
+        let result = loop {
+            let timeout = more.then_some(Duration::ZERO);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break Err(os("epoll_wait failed")(e));
+            }
+            let now = self.now();
+            let mut readable = more;
+            let mut stop = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    UDS => readable = true,
+                    TIMER => {
+                        // Clear the expiration count; the deadline itself is
+                        // re-derived from state below.
+                        let _ = self.timer.wait();
+                        self.armed = None;
+                    }
+                    SIGNALS => stop |= self.handle_signals(now),
+                    _ => {}
+                }
+            }
+            if readable {
+                let d = self
+                    .listener
+                    .drain(now, DRAIN_BUDGET, &mut self.tracker, &mut self.bus);
+                more = d.more;
+                if let Some(pid) = d.cross_namespace {
+                    if self.config.strict_namespace_check {
+                        self.bus.end_of_batch(now);
+                        break Err(DaemonError::CrossNamespace(pid));
+                    }
+                }
+            }
+            self.tracker.expire(now, &mut self.bus);
+            self.bus.end_of_batch(now);
+            if stop || self.shutdown_at.is_some_and(|t| now >= t) {
+                break Ok(());
+            }
+            self.rearm();
+        };
+        self.bus.shutdown();
+        self.listener.unlink_if_ours();
+        result
+    }
+
+    /// Observer time, with clock guards: a backwards step is clamped and
+    /// reported; waking far past the armed deadline means we were paused,
+    /// so agents get a threshold of grace instead of a mass stall.
+    fn now(&mut self) -> u64 {
+        let (now, back) = self.clock.now();
+        if let Some(back_ns) = back {
+            self.bus.emit(now, Event::ClockRegression { back_ns });
+        }
+        if let Some(armed) = self.armed {
+            if now > armed.saturating_add(JUMP_NS) {
+                self.bus.emit(
+                    now,
+                    Event::ClockJump {
+                        forward_ns: now - armed,
+                    },
+                );
+                self.tracker.grant_grace(now);
+                self.armed = None;
+            }
+        }
+        now
+    }
+
+    /// Arms the timerfd for the earliest deadline. A later deadline than
+    /// the armed one is left alone: the timer fires early, finds nothing
+    /// due, and is re-armed — one cheap wake-up instead of a `timerfd_settime`
+    /// per batch.
+    fn rearm(&mut self) {
+        let next = [
+            self.tracker.next_deadline(),
+            self.bus.next_deadline(),
+            self.shutdown_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else {
+            return;
+        };
+        if self.armed.is_some_and(|a| a <= next) {
+            return;
+        }
+        let abs = self.clock.to_kernel_ns(next);
+        let ts = TimeSpec::new((abs / 1_000_000_000) as i64, (abs % 1_000_000_000) as i64);
+        if self
+            .timer
+            .set(
+                Expiration::OneShot(ts),
+                TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+            )
+            .is_ok()
+        {
+            self.armed = Some(next);
+        }
+    }
+
+    fn handle_signals(&mut self, now: u64) -> bool {
+        let mut stop = false;
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for sig in pending {
+            match sig {
+                SIGHUP => self.reload(now),
+                _ => {
+                    tracing::info!(signal = sig, "shutting down");
+                    stop = true;
+                }
+            }
+        }
+        stop
+    }
+
+    /// SIGHUP: re-read the config file and re-apply what can change at
+    /// runtime. A bad file keeps the old configuration.
+    fn reload(&mut self, now: u64) {
+        let new = match config::reload(&self.config) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; keeping the current configuration");
+                return;
+            }
+        };
+        let changes = config::diff(&self.config, &new);
+        if changes.is_empty() {
+            tracing::info!("reload: no changes");
+            return;
+        }
+        let needs_restart = new.socket != self.config.socket
+            || new.socket_mode != self.config.socket_mode
+            || new.uds_rcvbuf_bytes != self.config.uds_rcvbuf_bytes
+            || new.tracker_capacity != self.config.tracker_capacity
+            || new.clock_source != self.config.clock_source
+            || new.log_format != self.config.log_format;
+        if needs_restart {
+            tracing::warn!("reload: socket, socket-mode, uds-rcvbuf-bytes, tracker-capacity, clock-source and log-format only change on restart; those changes are ignored");
+        }
+        if new.export != self.config.export {
+            match (self.sink_factory)(&new) {
+                Ok(sinks) => {
+                    self.bus.end_of_batch(now);
+                    self.bus.truncate(self.base_sinks);
+                    for s in sinks {
+                        self.bus.add(s);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload: cannot open the new export; keeping the current configuration");
+                    return;
+                }
+            }
+        }
+        let mut applied = new;
+        // Restart-only settings keep their running values.
+        applied.socket = self.config.socket.clone();
+        applied.socket_mode = self.config.socket_mode;
+        applied.uds_rcvbuf_bytes = self.config.uds_rcvbuf_bytes;
+        applied.tracker_capacity = self.config.tracker_capacity;
+        applied.clock_source = self.config.clock_source;
+        applied.log_format = self.config.log_format;
+        self.tracker
+            .reconfigure(tracker_settings(&applied, self.listener.own_pidns()));
+        self.listener.set_policy(UdsPolicy {
+            allow_cross_namespace: applied.allow_cross_namespace_agents,
+        });
+        self.shutdown_at = applied
+            .shutdown_after
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // A shorter threshold may make the next stall earlier than armed.
+        self.armed = None;
+        for c in &changes {
+            tracing::info!(change = %c, "reload applied");
+        }
+        self.config = applied;
+    }
+}

@@ -1,0 +1,384 @@
+//! The one internal event stream. Everything the observer notices — a beat,
+//! a stall, a rejected datagram, a clock jump — becomes an [`Event`] handed
+//! to every [`Sink`] in order. Sinks (file export, counters, later recovery,
+//! audit and metrics) never see the tracker or the sockets, only events.
+//!
+//! Events are small `Copy` values: emitting one allocates nothing.
+
+use varta_vlp::{DecodeError, Status};
+
+/// How a beat reached the observer; pinned per pid by its first beat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Unix socket with `SCM_CREDENTIALS`: pid and uid attested by the kernel.
+    KernelAttested,
+    /// Plaintext UDP: nothing verified.
+    NetworkUnverified,
+    /// Secure UDP: verified by key possession.
+    NetworkVerified,
+}
+
+impl Origin {
+    /// Label used in exports and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Origin::KernelAttested => "kernel_attested",
+            Origin::NetworkUnverified => "network_unverified",
+            Origin::NetworkVerified => "network_verified",
+        }
+    }
+}
+
+/// Why a well-formed datagram was not accepted as a beat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Sender's uid differs from the observer's.
+    ForeignUid,
+    /// Sender lives in another PID namespace (and that is not allowed).
+    CrossNamespace,
+    /// Kernel could not map the sender's pid into our namespace (pid 0).
+    PidNotVisible,
+    /// pid above `/proc/sys/kernel/pid_max`.
+    PidAboveMax,
+    /// Nonce not newer than the last accepted one (replay / reordering).
+    OutOfOrder,
+    /// Terminal frame whose timestamp is not newer than the last one.
+    TerminalReplay,
+    /// Per-pid token bucket empty.
+    RateLimitedPid,
+    /// Global token bucket empty.
+    RateLimitedGlobal,
+    /// Datagram arrived without credentials (should not happen with SO_PASSCRED).
+    NoCredentials,
+}
+
+impl RejectReason {
+    /// All reasons, for pre-registering counters.
+    pub const ALL: [RejectReason; 9] = [
+        RejectReason::ForeignUid,
+        RejectReason::CrossNamespace,
+        RejectReason::PidNotVisible,
+        RejectReason::PidAboveMax,
+        RejectReason::OutOfOrder,
+        RejectReason::TerminalReplay,
+        RejectReason::RateLimitedPid,
+        RejectReason::RateLimitedGlobal,
+        RejectReason::NoCredentials,
+    ];
+
+    /// snake_case label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::ForeignUid => "foreign_uid",
+            RejectReason::CrossNamespace => "cross_namespace",
+            RejectReason::PidNotVisible => "pid_not_visible",
+            RejectReason::PidAboveMax => "pid_above_max",
+            RejectReason::OutOfOrder => "out_of_order",
+            RejectReason::TerminalReplay => "terminal_replay",
+            RejectReason::RateLimitedPid => "rate_limited_pid",
+            RejectReason::RateLimitedGlobal => "rate_limited_global",
+            RejectReason::NoCredentials => "no_credentials",
+        }
+    }
+
+    /// Index into [`RejectReason::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Something the observer noticed. `pid` is always the pid as the observer
+/// tracks it (kernel view for UDS agents).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An accepted regular beat.
+    Beat {
+        /// Agent pid.
+        pid: u32,
+        /// Beat nonce.
+        nonce: u64,
+        /// Reported status.
+        status: Status,
+        /// Application payload.
+        payload: u32,
+        /// Transport origin.
+        origin: Origin,
+    },
+    /// No accepted beat for at least the threshold; once per silence run.
+    Stall {
+        /// Agent pid.
+        pid: u32,
+        /// Last accepted nonce.
+        last_nonce: u64,
+        /// Observer time of the last accepted beat.
+        last_beat_ns: u64,
+        /// Pinned origin (recovery consults it).
+        origin: Origin,
+    },
+    /// First accepted beat after a stall or exit.
+    Recovered {
+        /// Agent pid.
+        pid: u32,
+        /// Nonce of the reviving beat.
+        nonce: u64,
+        /// Its status.
+        status: Status,
+        /// Its payload.
+        payload: u32,
+        /// How long the agent was silent.
+        silent_ns: u64,
+    },
+    /// Accepted terminal (dying-gasp) frame.
+    Exit {
+        /// Agent pid.
+        pid: u32,
+        /// Sender timestamp of the terminal frame.
+        timestamp: u64,
+        /// Payload of the terminal frame.
+        payload: u32,
+        /// Pinned origin.
+        origin: Origin,
+    },
+    /// Frame pid differs from the kernel-attested sender pid.
+    AuthFailure {
+        /// pid the frame claimed.
+        claimed_pid: u32,
+        /// pid the kernel reported.
+        kernel_pid: u32,
+    },
+    /// Beat for a pid whose pinned origin differs.
+    OriginConflict {
+        /// Agent pid.
+        pid: u32,
+        /// Origin pinned by the first beat.
+        pinned: Origin,
+        /// Origin of this beat.
+        got: Origin,
+    },
+    /// Beat for a pid pinned to another PID namespace.
+    NamespaceConflict {
+        /// Agent pid.
+        pid: u32,
+        /// Namespace inode pinned by the slot.
+        pinned: u64,
+        /// Namespace inode of this sender.
+        got: u64,
+    },
+    /// 32-byte datagram that is not a legal frame.
+    DecodeError(DecodeError),
+    /// Datagram of the wrong length (counted as truncated, spec §1).
+    Truncated {
+        /// Bytes received (capped at the receive buffer).
+        len: u32,
+    },
+    /// Datagram refused before tracking.
+    Rejected {
+        /// pid involved (0 when unknown).
+        pid: u32,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A slot was reclaimed to make room for a new pid.
+    Eviction {
+        /// Evicted pid.
+        pid: u32,
+        /// Whether the evicted agent was still live (balanced policy).
+        was_live: bool,
+    },
+    /// New pid refused because the tracker is full.
+    CapacityExceeded {
+        /// Refused pid.
+        pid: u32,
+    },
+    /// The pid now belongs to a different process (start time changed): the
+    /// slot starts a new life.
+    NewLife {
+        /// Agent pid.
+        pid: u32,
+    },
+    /// A nonce wrapped from near `u64::MAX` to a small value (accepted).
+    NonceWrap {
+        /// Agent pid.
+        pid: u32,
+    },
+    /// Ancillary data truncated (`MSG_CTRUNC`): datagram dropped.
+    Ctrunc,
+    /// Socket receive error.
+    Io {
+        /// errno.
+        errno: i32,
+    },
+    /// Observer clock went backwards; clamped.
+    ClockRegression {
+        /// How far back.
+        back_ns: u64,
+    },
+    /// Observer woke more than 5 s late (suspend, VM pause); agents get one
+    /// threshold of grace.
+    ClockJump {
+        /// How late.
+        forward_ns: u64,
+    },
+}
+
+impl Event {
+    /// Stable snake_case kind used by exports and counters.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Event::Beat { .. } => "beat",
+            Event::Stall { .. } => "stall",
+            Event::Recovered { .. } => "recovered",
+            Event::Exit { .. } => "exit",
+            Event::AuthFailure { .. } => "auth_failure",
+            Event::OriginConflict { .. } => "origin_conflict",
+            Event::NamespaceConflict { .. } => "namespace_conflict",
+            Event::DecodeError(_) => "decode_error",
+            Event::Truncated { .. } => "truncated",
+            Event::Rejected { .. } => "rejected",
+            Event::Eviction { .. } => "eviction",
+            Event::CapacityExceeded { .. } => "capacity_exceeded",
+            Event::NewLife { .. } => "new_life",
+            Event::NonceWrap { .. } => "nonce_wrap",
+            Event::Ctrunc => "ctrunc",
+            Event::Io { .. } => "io",
+            Event::ClockRegression { .. } => "clock_regression",
+            Event::ClockJump { .. } => "clock_jump",
+        }
+    }
+
+    /// True for the high-volume `beat` kind (exports may batch or skip it).
+    pub const fn is_beat(&self) -> bool {
+        matches!(self, Event::Beat { .. })
+    }
+
+    /// The agent pid the event is about, if any.
+    pub const fn pid(&self) -> Option<u32> {
+        match *self {
+            Event::Beat { pid, .. }
+            | Event::Stall { pid, .. }
+            | Event::Recovered { pid, .. }
+            | Event::Exit { pid, .. }
+            | Event::OriginConflict { pid, .. }
+            | Event::NamespaceConflict { pid, .. }
+            | Event::Eviction { pid, .. }
+            | Event::CapacityExceeded { pid }
+            | Event::NewLife { pid }
+            | Event::NonceWrap { pid } => Some(pid),
+            Event::AuthFailure { claimed_pid, .. } => Some(claimed_pid),
+            Event::Rejected { pid, .. } if pid != 0 => Some(pid),
+            _ => None,
+        }
+    }
+}
+
+/// A consumer of the event stream. Called synchronously on the observer
+/// thread, so implementations must not block for long; a sink that needs
+/// slow I/O buffers and asks for a wake-up through [`Sink::next_deadline`].
+pub trait Sink {
+    /// One event, stamped with observer time (ns since start).
+    fn on_event(&mut self, at_ns: u64, event: &Event);
+
+    /// End of a loop iteration: push out what must be visible now.
+    fn end_of_batch(&mut self, _now_ns: u64) {}
+
+    /// Observer time at which the sink wants `end_of_batch` called even if
+    /// nothing else happens (e.g. a beat-flush deadline).
+    fn next_deadline(&self) -> Option<u64> {
+        None
+    }
+
+    /// Graceful shutdown: flush everything.
+    fn shutdown(&mut self) {}
+}
+
+/// Fans events out to every sink, in registration order.
+#[derive(Default)]
+pub struct EventBus {
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl EventBus {
+    /// An empty bus.
+    pub fn new() -> EventBus {
+        EventBus::default()
+    }
+
+    /// Adds a sink; it sees every event emitted from now on.
+    pub fn add(&mut self, sink: Box<dyn Sink>) {
+        self.sinks.push(sink);
+    }
+
+    /// Replaces all sinks after `keep` (used when a reload reopens exports).
+    pub fn truncate(&mut self, keep: usize) {
+        for mut s in self.sinks.drain(keep.min(self.sinks.len())..) {
+            s.shutdown();
+        }
+    }
+
+    /// Number of sinks.
+    pub fn len(&self) -> usize {
+        self.sinks.len()
+    }
+
+    /// Whether there are no sinks.
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    /// Delivers one event to every sink.
+    #[inline]
+    pub fn emit(&mut self, at_ns: u64, event: Event) {
+        for s in &mut self.sinks {
+            s.on_event(at_ns, &event);
+        }
+    }
+
+    /// Lets every sink push out what must be visible now.
+    pub fn end_of_batch(&mut self, now_ns: u64) {
+        for s in &mut self.sinks {
+            s.end_of_batch(now_ns);
+        }
+    }
+
+    /// Earliest wake-up any sink asked for.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.sinks.iter().filter_map(|s| s.next_deadline()).min()
+    }
+
+    /// Flushes and closes every sink.
+    pub fn shutdown(&mut self) {
+        for s in &mut self.sinks {
+            s.shutdown();
+        }
+    }
+}
+
+/// A sink that keeps every event in memory: for tests and for embedding the
+/// observer in-process. Clones share one buffer.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    events: std::rc::Rc<std::cell::RefCell<Vec<(u64, Event)>>>,
+}
+
+impl Recorder {
+    /// An empty recorder.
+    pub fn new() -> Recorder {
+        Recorder::default()
+    }
+
+    /// Takes the recorded events, leaving the buffer empty.
+    pub fn take(&self) -> Vec<(u64, Event)> {
+        std::mem::take(&mut self.events.borrow_mut())
+    }
+
+    /// Kinds of the recorded events (keeps them recorded).
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.events.borrow().iter().map(|(_, e)| e.kind()).collect()
+    }
+}
+
+impl Sink for Recorder {
+    fn on_event(&mut self, at_ns: u64, event: &Event) {
+        self.events.borrow_mut().push((at_ns, *event));
+    }
+}

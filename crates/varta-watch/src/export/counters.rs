@@ -1,0 +1,169 @@
+//! Counts every event by kind (and drops by reason) in atomics, so a
+//! metrics exporter on another thread can read them without locking the
+//! observer. Counting happens as the event is emitted — where the thing
+//! happened — not by draining state in the main loop.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use varta_vlp::DecodeError;
+
+use crate::events::{Event, RejectReason, Sink};
+
+/// Counter names in [`Counters::snapshot`] order.
+pub const KINDS: [&str; 18] = [
+    "beat",
+    "stall",
+    "recovered",
+    "exit",
+    "auth_failure",
+    "origin_conflict",
+    "namespace_conflict",
+    "decode_error",
+    "truncated",
+    "rejected",
+    "eviction",
+    "capacity_exceeded",
+    "new_life",
+    "nonce_wrap",
+    "ctrunc",
+    "io",
+    "clock_regression",
+    "clock_jump",
+];
+
+/// Shared counters.
+#[derive(Default)]
+pub struct Counters {
+    by_kind: [AtomicU64; 18],
+    decode: [AtomicU64; 8],
+    reject: [AtomicU64; RejectReason::ALL.len()],
+}
+
+impl Counters {
+    /// Events of `kind` so far (0 for unknown kinds).
+    pub fn kind(&self, kind: &str) -> u64 {
+        KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.by_kind[i].load(Ordering::Relaxed))
+    }
+
+    /// Decode errors of one [`DecodeError::kind`].
+    pub fn decode(&self, kind: &str) -> u64 {
+        DecodeError::KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.decode[i].load(Ordering::Relaxed))
+    }
+
+    /// Rejections for one reason.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.reject[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// (kind, count) for every kind, plus `decode_error{kind}` and
+    /// `rejected{reason}` breakdowns; for logs and the shutdown summary.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = KINDS
+            .iter()
+            .zip(&self.by_kind)
+            .map(|(k, c)| (k.to_string(), c.load(Ordering::Relaxed)))
+            .collect();
+        for (k, c) in DecodeError::KINDS.iter().zip(&self.decode) {
+            out.push((
+                format!("decode_error{{kind={k}}}"),
+                c.load(Ordering::Relaxed),
+            ));
+        }
+        for r in RejectReason::ALL {
+            out.push((
+                format!("rejected{{reason={}}}", r.as_str()),
+                self.rejected(r),
+            ));
+        }
+        out
+    }
+}
+
+fn kind_index(e: &Event) -> usize {
+    match e {
+        Event::Beat { .. } => 0,
+        Event::Stall { .. } => 1,
+        Event::Recovered { .. } => 2,
+        Event::Exit { .. } => 3,
+        Event::AuthFailure { .. } => 4,
+        Event::OriginConflict { .. } => 5,
+        Event::NamespaceConflict { .. } => 6,
+        Event::DecodeError(_) => 7,
+        Event::Truncated { .. } => 8,
+        Event::Rejected { .. } => 9,
+        Event::Eviction { .. } => 10,
+        Event::CapacityExceeded { .. } => 11,
+        Event::NewLife { .. } => 12,
+        Event::NonceWrap { .. } => 13,
+        Event::Ctrunc => 14,
+        Event::Io { .. } => 15,
+        Event::ClockRegression { .. } => 16,
+        Event::ClockJump { .. } => 17,
+    }
+}
+
+/// The sink that bumps [`Counters`].
+pub struct CountingSink {
+    counters: Arc<Counters>,
+}
+
+impl CountingSink {
+    /// A sink feeding `counters`.
+    pub fn new(counters: Arc<Counters>) -> CountingSink {
+        CountingSink { counters }
+    }
+}
+
+impl Sink for CountingSink {
+    #[inline]
+    fn on_event(&mut self, _at_ns: u64, event: &Event) {
+        let c = &self.counters;
+        c.by_kind[kind_index(event)].fetch_add(1, Ordering::Relaxed);
+        match event {
+            Event::DecodeError(e) => {
+                c.decode[e.index()].fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Rejected { reason, .. } => {
+                c.reject[reason.index()].fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_kind_and_reason() {
+        let counters = Arc::new(Counters::default());
+        let mut sink = CountingSink::new(counters.clone());
+        sink.on_event(0, &Event::DecodeError(DecodeError::BadMagic));
+        sink.on_event(
+            0,
+            &Event::Rejected {
+                pid: 5,
+                reason: RejectReason::OutOfOrder,
+            },
+        );
+        sink.on_event(0, &Event::Ctrunc);
+        assert_eq!(counters.kind("decode_error"), 1);
+        assert_eq!(counters.decode("bad_magic"), 1);
+        assert_eq!(counters.rejected(RejectReason::OutOfOrder), 1);
+        assert_eq!(counters.kind("ctrunc"), 1);
+        // Every kind name matches Event::kind.
+        assert_eq!(KINDS[kind_index(&Event::Ctrunc)], Event::Ctrunc.kind());
+        assert_eq!(
+            KINDS[kind_index(&Event::ClockJump { forward_ns: 1 })],
+            "clock_jump"
+        );
+    }
+}

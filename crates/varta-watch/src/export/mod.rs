@@ -1,0 +1,22 @@
+//! Sinks of the event stream: counters (for metrics), logs, and the event
+//! file.
+
+pub mod counters;
+pub mod file;
+pub mod log;
+
+use crate::config::Config;
+use crate::events::Sink;
+
+/// The sinks a configuration asks for beyond the always-on counters and
+/// log sink: today the event file. Called at start and again on a reload
+/// that changes export settings.
+pub fn configured_sinks(cfg: &Config) -> Result<Vec<Box<dyn Sink>>, String> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(export) = &cfg.export {
+        sinks.push(Box::new(
+            file::FileExport::open(export).map_err(|e| e.to_string())?,
+        ));
+    }
+    Ok(sinks)
+}

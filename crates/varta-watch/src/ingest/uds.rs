@@ -1,0 +1,380 @@
+//! The Unix datagram listener: safe bind, kernel attestation of every
+//! datagram (`SCM_CREDENTIALS`), and batch draining into the tracker.
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use varta_vlp::{Frame, FRAME_LEN};
+
+use super::procfs::ProcFs;
+use crate::events::{Event, EventBus, Origin, RejectReason};
+use crate::tracker::{Incoming, ProcessProbe, Tracker, Verdict};
+
+/// Why the listener could not start. Each message names the path and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The socket's directory does not exist.
+    #[error("socket directory {0} does not exist; create it or choose another --socket path")]
+    ParentMissing(PathBuf),
+    /// The socket's directory is a symlink (could be redirected).
+    #[error("socket directory {0} is a symlink; use the real directory path for --socket")]
+    ParentSymlink(PathBuf),
+    /// World-writable directory without the sticky bit: anyone could replace our socket.
+    #[error("socket directory {0} is world-writable without the sticky bit; anyone could replace the socket — use a private directory (e.g. $XDG_RUNTIME_DIR or /run/varta)")]
+    ParentWorldWritable(PathBuf),
+    /// Something that is not a socket sits at the path.
+    #[error("{0} exists and is not a socket; refusing to replace it — remove it or choose another --socket path")]
+    NotASocket(PathBuf),
+    /// Another observer answers at the path.
+    #[error("another observer is already listening on {0}; stop it first or choose another --socket path")]
+    LiveObserver(PathBuf),
+    /// A syscall failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        what: &'static str,
+        /// Path involved.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BindError {
+    let path = path.to_path_buf();
+    move |source| BindError::Io { what, path, source }
+}
+
+/// Result of one drain call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Datagrams read.
+    pub datagrams: u32,
+    /// The budget ran out before the socket was empty: call again without
+    /// waiting for readiness (the poller is edge-triggered).
+    pub more: bool,
+    /// Kernel pid of a cross-namespace sender that was refused (fatal under
+    /// `--strict-namespace-check`).
+    pub cross_namespace: Option<u32>,
+}
+
+/// Listener policy that can change at runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdsPolicy {
+    /// Accept senders from other PID namespaces (keyed by their kernel pid).
+    pub allow_cross_namespace: bool,
+}
+
+/// A bound, attested Unix datagram socket.
+pub struct UdsListener {
+    sock: UnixDatagram,
+    path: PathBuf,
+    dev_ino: (u64, u64),
+    own_uid: u32,
+    own_pidns: u32,
+    pid_max: u32,
+    pid_max_read_ns: u64,
+    procfs: ProcFs,
+    cmsg: Vec<u8>,
+    granted_rcvbuf: usize,
+    policy: UdsPolicy,
+}
+
+/// How often `/proc/sys/kernel/pid_max` is re-read (a `sysctl` change
+/// applies without restart).
+const PID_MAX_REFRESH_NS: u64 = 60_000_000_000;
+
+fn check_parent(path: &Path) -> Result<(), BindError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let meta = match std::fs::symlink_metadata(&parent) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(BindError::ParentMissing(parent))
+        }
+        Err(e) => return Err(io_err("cannot inspect socket directory", &parent)(e)),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(BindError::ParentSymlink(parent));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(BindError::ParentWorldWritable(parent));
+    }
+    Ok(())
+}
+
+/// Removes a stale socket file, refusing to touch anything else.
+fn clear_stale(path: &Path) -> Result<(), BindError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("cannot inspect", path)(e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(BindError::NotASocket(path.to_path_buf()));
+    }
+    let probe = UnixDatagram::unbound().map_err(io_err("cannot create probe socket for", path))?;
+    match probe.connect(path) {
+        Ok(()) => Err(BindError::LiveObserver(path.to_path_buf())),
+        Err(e) if e.raw_os_error() == Some(libc_econnrefused()) => {
+            std::fs::remove_file(path).map_err(io_err("cannot remove stale socket", path))
+        }
+        Err(e) => Err(io_err("cannot probe existing socket", path)(e)),
+    }
+}
+
+const fn libc_econnrefused() -> i32 {
+    Errno::ECONNREFUSED as i32
+}
+
+impl UdsListener {
+    /// Binds `path` with file mode `mode`, enables `SO_PASSCRED` and asks for
+    /// `rcvbuf` bytes of receive buffer (0 = kernel default).
+    pub fn bind(path: &Path, mode: u32, rcvbuf: usize) -> Result<UdsListener, BindError> {
+        check_parent(path)?;
+        clear_stale(path)?;
+        // Create the socket file owner-only, then widen to the requested mode:
+        // no window in which it is more open than asked.
+        let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixDatagram::bind(path);
+        nix::sys::stat::umask(old_umask);
+        let sock = bound.map_err(io_err("cannot bind", path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(io_err("cannot set mode on", path))?;
+        let meta = std::fs::symlink_metadata(path).map_err(io_err("cannot inspect", path))?;
+        sock.set_nonblocking(true)
+            .map_err(io_err("cannot make non-blocking", path))?;
+        setsockopt(&sock, sockopt::PassCred, &true)
+            .map_err(|e| io_err("cannot enable SO_PASSCRED on", path)(e.into()))?;
+        let granted_rcvbuf = set_rcvbuf(&sock, rcvbuf);
+        let mut procfs = ProcFs::default();
+        Ok(UdsListener {
+            own_uid: nix::unistd::geteuid().as_raw(),
+            own_pidns: procfs.own_pid_namespace().unwrap_or(0),
+            pid_max: procfs.pid_max().unwrap_or(4_194_304),
+            pid_max_read_ns: 0,
+            procfs,
+            cmsg: nix::cmsg_space!(nix::sys::socket::UnixCredentials),
+            granted_rcvbuf,
+            sock,
+            path: path.to_path_buf(),
+            dev_ino: (meta.dev(), meta.ino()),
+            policy: UdsPolicy {
+                allow_cross_namespace: false,
+            },
+        })
+    }
+
+    /// The bound path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Receive buffer the kernel granted (bytes).
+    pub fn granted_rcvbuf(&self) -> usize {
+        self.granted_rcvbuf
+    }
+
+    /// The observer's PID-namespace inode (0 if unknown).
+    pub fn own_pidns(&self) -> u32 {
+        self.own_pidns
+    }
+
+    /// Current `pid_max`.
+    pub fn pid_max(&self) -> u32 {
+        self.pid_max
+    }
+
+    /// Applies runtime policy (reload).
+    pub fn set_policy(&mut self, policy: UdsPolicy) {
+        self.policy = policy;
+    }
+
+    /// Raw fd for registering with the poller.
+    pub fn raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Reads up to `budget` datagrams and feeds them through attestation
+    /// and the tracker.
+    pub fn drain(
+        &mut self,
+        now_ns: u64,
+        budget: u32,
+        tracker: &mut Tracker,
+        bus: &mut EventBus,
+    ) -> Drained {
+        if now_ns.saturating_sub(self.pid_max_read_ns) >= PID_MAX_REFRESH_NS {
+            self.pid_max_read_ns = now_ns;
+            if let Some(m) = self.procfs.pid_max() {
+                self.pid_max = m;
+            }
+        }
+        let mut out = Drained::default();
+        let mut buf = [0u8; 64];
+        while out.datagrams < budget {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            // MSG_TRUNC makes the kernel report the real length of an
+            // over-long datagram, so the drop is counted with its size.
+            let r = recvmsg::<()>(
+                self.sock.as_fd().as_raw_fd(),
+                &mut iov,
+                Some(&mut self.cmsg),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+            );
+            let msg = match r {
+                Ok(m) => m,
+                Err(Errno::EAGAIN) => return out,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    // Report and yield: a persistent error must not spin.
+                    bus.emit(now_ns, Event::Io { errno: e as i32 });
+                    return out;
+                }
+            };
+            out.datagrams += 1;
+            let len = msg.bytes;
+            if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                bus.emit(now_ns, Event::Ctrunc);
+                continue;
+            }
+            let mut cred = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmCredentials(uc) = c {
+                        cred = Some((uc.pid(), uc.uid()));
+                    }
+                }
+            }
+            let verdict = self.attest(now_ns, len, &buf, cred, tracker, bus);
+            if verdict == Verdict::CrossNamespace {
+                out.cross_namespace = cred.map(|(pid, _)| pid.unsigned_abs());
+            }
+        }
+        out.more = true;
+        out
+    }
+
+    /// Spec §3 checks for one datagram, then the tracker.
+    fn attest(
+        &mut self,
+        now_ns: u64,
+        len: usize,
+        buf: &[u8; 64],
+        cred: Option<(i32, u32)>,
+        tracker: &mut Tracker,
+        bus: &mut EventBus,
+    ) -> Verdict {
+        let reject = |bus: &mut EventBus, pid: u32, reason| {
+            bus.emit(now_ns, Event::Rejected { pid, reason });
+            Verdict::Dropped
+        };
+        let Some((kpid, uid)) = cred else {
+            return reject(bus, 0, RejectReason::NoCredentials);
+        };
+        let kpid = u32::try_from(kpid).unwrap_or(0);
+        if uid != self.own_uid {
+            return reject(bus, kpid, RejectReason::ForeignUid);
+        }
+        if len != FRAME_LEN {
+            bus.emit(
+                now_ns,
+                Event::Truncated {
+                    len: u32::try_from(len).unwrap_or(u32::MAX),
+                },
+            );
+            return Verdict::Dropped;
+        }
+        let mut wire = [0u8; FRAME_LEN];
+        wire.copy_from_slice(&buf[..FRAME_LEN]);
+        let frame = match Frame::decode(&wire) {
+            Ok(f) => f,
+            Err(e) => {
+                bus.emit(now_ns, Event::DecodeError(e));
+                return Verdict::Dropped;
+            }
+        };
+        if kpid == 0 {
+            return reject(bus, 0, RejectReason::PidNotVisible);
+        }
+        if kpid > self.pid_max {
+            return reject(bus, kpid, RejectReason::PidAboveMax);
+        }
+        let mut pidns = None;
+        if frame.pid != kpid {
+            // Either a forgery, or a sender in another PID namespace whose
+            // own pid differs from the kernel's view. Only the namespace
+            // tells them apart; reading it here keeps /proc off the hot path.
+            let ns = self.procfs.pid_namespace(kpid);
+            match ns {
+                Some(ns) if self.own_pidns != 0 && ns != self.own_pidns => {
+                    if !self.policy.allow_cross_namespace {
+                        bus.emit(
+                            now_ns,
+                            Event::Rejected {
+                                pid: kpid,
+                                reason: RejectReason::CrossNamespace,
+                            },
+                        );
+                        return Verdict::CrossNamespace;
+                    }
+                    pidns = Some(ns);
+                }
+                _ => {
+                    bus.emit(
+                        now_ns,
+                        Event::AuthFailure {
+                            claimed_pid: frame.pid,
+                            kernel_pid: kpid,
+                        },
+                    );
+                    return Verdict::Dropped;
+                }
+            }
+        }
+        tracker.on_frame(
+            now_ns,
+            Incoming {
+                pid: kpid,
+                frame,
+                origin: Origin::KernelAttested,
+                pidns,
+            },
+            &mut self.procfs,
+            bus,
+        )
+    }
+
+    /// Removes the socket file if it is still the one we bound (same device
+    /// and inode): a successor observer's socket is left alone.
+    pub fn unlink_if_ours(&self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.dev_ino {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+impl Drop for UdsListener {
+    fn drop(&mut self) {
+        self.unlink_if_ours();
+    }
+}
+
+/// Asks for `want` bytes of SO_RCVBUF (root may exceed rmem_max with
+/// SO_RCVBUFFORCE) and returns what the kernel granted.
+fn set_rcvbuf(sock: &UnixDatagram, want: usize) -> usize {
+    if want > 0 && setsockopt(sock, sockopt::RcvBufForce, &want).is_err() {
+        let _ = setsockopt(sock, sockopt::RcvBuf, &want);
+    }
+    nix::sys::socket::getsockopt(sock, sockopt::RcvBuf).unwrap_or(0)
+}

@@ -1,0 +1,21 @@
+//! # varta-watch — the Varta observer
+//!
+//! Receives VLP heartbeats, tracks every agent, raises `stall` when one goes
+//! silent and `exit` when one sends its dying gasp, and streams every
+//! happening to sinks (file export today; recovery, audit and metrics plug
+//! in the same way).
+//!
+//! Layout: [`config`] (flags, TOML, validation), [`ingest`] (sockets and
+//! kernel attestation), [`tracker`] (agent state, nonce rules, deadlines),
+//! [`events`] (the one event stream), [`export`] (sinks), [`daemon`] (the
+//! event loop that ties them together).
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod export;
+pub mod ingest;
+pub mod tracker;

@@ -1,0 +1,557 @@
+//! Agent state: the one owner of every tracked pid.
+//!
+//! - O(1) per beat: a hash lookup, a nonce comparison, and moving the slot
+//!   to the tail of the live list.
+//! - Stall detection is O(stalls): every agent shares one threshold, so the
+//!   live list ordered by last beat *is* the deadline queue — its head is
+//!   the next agent to stall. (Per-agent thresholds, on the roadmap, become
+//!   one such list per distinct threshold.)
+//! - Memory is bounded by `--tracker-capacity`: slots (64 B each) and the
+//!   index are reserved up front; hostile traffic can only fill them, and a
+//!   full tracker evicts or refuses per `--tracker-eviction-policy`.
+
+mod lists;
+mod rate;
+mod slot;
+
+use rustc_hash::FxHashMap;
+use varta_vlp::{Frame, Status};
+
+use crate::config::EvictionPolicy;
+use crate::events::{Event, EventBus, Origin, RejectReason};
+use lists::{List, NIL};
+pub use rate::{PidBucket, TokenBucket};
+pub use slot::{Slot, SlotState, HAS_NONCE, HAS_TERMINAL};
+
+/// Nonce wrap window of spec §4: `last ≥ u64::MAX − 2^20` and `new < 2^20`.
+const WRAP_WINDOW: u64 = 1 << 20;
+
+/// Settings the tracker runs with (re-appliable on reload, except capacity).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackerSettings {
+    /// Maximum tracked pids.
+    pub capacity: u32,
+    /// Silence before a stall, ns.
+    pub threshold_ns: u64,
+    /// Full-tracker behaviour.
+    pub eviction: EvictionPolicy,
+    /// Per-pid beats/s (0 = off).
+    pub max_beat_rate: u32,
+    /// Global beats/s (0 = off).
+    pub global_beat_rate: u32,
+    /// Global burst (0 = one second of rate).
+    pub global_beat_burst: u32,
+    /// The observer's own PID-namespace inode (0 = unknown: no check).
+    pub own_pidns: u32,
+    /// Accept agents from other PID namespaces.
+    pub allow_cross_namespace: bool,
+}
+
+/// Reads facts about a process that the kernel does not put in the
+/// datagram. The Linux implementation reads `/proc`; tests fake it.
+pub trait ProcessProbe {
+    /// Start time of `pid` (clock ticks since boot), None if unreadable.
+    fn start_time(&mut self, pid: u32) -> Option<u64>;
+    /// PID-namespace inode of `pid`, None if unreadable.
+    fn pid_namespace(&mut self, pid: u32) -> Option<u32>;
+}
+
+/// A probe that knows nothing (network origins, tests).
+pub struct NoProbe;
+
+impl ProcessProbe for NoProbe {
+    fn start_time(&mut self, _pid: u32) -> Option<u64> {
+        None
+    }
+    fn pid_namespace(&mut self, _pid: u32) -> Option<u32> {
+        None
+    }
+}
+
+/// A frame ready for tracking: decoded, attested, keyed by `pid`.
+#[derive(Clone, Copy, Debug)]
+pub struct Incoming {
+    /// Tracked pid (kernel view for UDS agents).
+    pub pid: u32,
+    /// The decoded frame.
+    pub frame: Frame,
+    /// Transport origin.
+    pub origin: Origin,
+    /// Sender's PID-namespace inode when ingest already read it.
+    pub pidns: Option<u32>,
+}
+
+/// What happened to one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accepted (beat or terminal).
+    Accepted,
+    /// Dropped and counted (the event says why).
+    Dropped,
+    /// Dropped because the sender is in another PID namespace; the daemon
+    /// makes this fatal under `--strict-namespace-check`.
+    CrossNamespace,
+}
+
+/// Read-only view of one agent (snapshots, tests, a later status API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentView {
+    /// pid.
+    pub pid: u32,
+    /// Lifecycle state.
+    pub state: SlotState,
+    /// Last accepted regular nonce (None before the first one).
+    pub last_nonce: Option<u64>,
+    /// Observer ns of the last accepted beat.
+    pub last_beat_ns: u64,
+    /// Last status.
+    pub status: Status,
+    /// Last payload.
+    pub payload: u32,
+    /// Pinned origin.
+    pub origin: Origin,
+}
+
+/// The agent table.
+pub struct Tracker {
+    settings: TrackerSettings,
+    slots: Vec<Slot>,
+    index: FxHashMap<u32, u32>,
+    live: List,
+    stalled: List,
+    exited: List,
+    free: List,
+    global: TokenBucket,
+    /// Stalls are not raised before this observer time (clock-jump grace).
+    grace_until: u64,
+}
+
+impl Tracker {
+    /// Reserves room for `settings.capacity` agents up front.
+    pub fn new(settings: TrackerSettings) -> Tracker {
+        let cap = settings.capacity as usize;
+        let mut index = FxHashMap::default();
+        index.reserve(cap);
+        Tracker {
+            global: TokenBucket::new(settings.global_beat_rate, settings.global_beat_burst),
+            settings,
+            slots: Vec::with_capacity(cap),
+            index,
+            live: List::default(),
+            stalled: List::default(),
+            exited: List::default(),
+            free: List::default(),
+            grace_until: 0,
+        }
+    }
+
+    /// Applies new settings without losing agent state. Capacity cannot
+    /// change at runtime (memory is reserved at start); returns false if a
+    /// different capacity was asked for and ignored.
+    pub fn reconfigure(&mut self, mut settings: TrackerSettings) -> bool {
+        let capacity_kept = settings.capacity == self.settings.capacity;
+        settings.capacity = self.settings.capacity;
+        if (settings.global_beat_rate, settings.global_beat_burst)
+            != (
+                self.settings.global_beat_rate,
+                self.settings.global_beat_burst,
+            )
+        {
+            self.global = TokenBucket::new(settings.global_beat_rate, settings.global_beat_burst);
+        }
+        self.settings = settings;
+        capacity_kept
+    }
+
+    /// Current settings.
+    pub fn settings(&self) -> &TrackerSettings {
+        &self.settings
+    }
+
+    /// Tracked agents (any state but free).
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no agent is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// (live, stalled, exited) counts.
+    pub fn counts(&self) -> (u32, u32, u32) {
+        (self.live.len(), self.stalled.len(), self.exited.len())
+    }
+
+    /// Bytes reserved for slots and index (for capacity planning output).
+    pub fn reserved_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.index.capacity() * (std::mem::size_of::<(u32, u32)>() + 1)
+    }
+
+    /// One agent's state.
+    pub fn get(&self, pid: u32) -> Option<AgentView> {
+        let s = &self.slots[*self.index.get(&pid)? as usize];
+        Some(AgentView {
+            pid: s.pid,
+            state: s.state,
+            last_nonce: (s.flags & HAS_NONCE != 0).then_some(s.last_nonce),
+            last_beat_ns: s.last_beat_ns,
+            status: s.status,
+            payload: s.payload,
+            origin: s.origin,
+        })
+    }
+
+    /// Observer time at which the next stall is due, if any agent is live.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let head = self.live.head()?;
+        let due = self.slots[head as usize]
+            .last_beat_ns
+            .saturating_add(self.settings.threshold_ns);
+        Some(due.max(self.grace_until))
+    }
+
+    /// After the observer itself was paused (suspend, VM stop), agents get
+    /// one threshold from `now` before anyone is declared stalled.
+    pub fn grant_grace(&mut self, now_ns: u64) {
+        self.grace_until = now_ns.saturating_add(self.settings.threshold_ns);
+    }
+
+    /// Raises `stall` for every live agent silent for at least the
+    /// threshold. Cost is O(agents that stall).
+    pub fn expire(&mut self, now_ns: u64, bus: &mut EventBus) -> u32 {
+        if now_ns < self.grace_until {
+            return 0;
+        }
+        let mut raised = 0;
+        while let Some(head) = self.live.head() {
+            let s = self.slots[head as usize];
+            if now_ns.saturating_sub(s.last_beat_ns) < self.settings.threshold_ns {
+                break;
+            }
+            self.live.remove(&mut self.slots, head);
+            self.stalled.push_back(&mut self.slots, head);
+            self.slots[head as usize].state = SlotState::Stalled;
+            bus.emit(
+                now_ns,
+                Event::Stall {
+                    pid: s.pid,
+                    last_nonce: s.last_nonce,
+                    last_beat_ns: s.last_beat_ns,
+                    origin: s.origin,
+                },
+            );
+            raised += 1;
+        }
+        raised
+    }
+
+    /// Applies spec §4 to one frame.
+    pub fn on_frame(
+        &mut self,
+        now_ns: u64,
+        inc: Incoming,
+        probe: &mut dyn ProcessProbe,
+        bus: &mut EventBus,
+    ) -> Verdict {
+        let pid = inc.pid;
+        let reject = |bus: &mut EventBus, reason| {
+            bus.emit(now_ns, Event::Rejected { pid, reason });
+            Verdict::Dropped
+        };
+        if !self.global.take(now_ns) {
+            return reject(bus, RejectReason::RateLimitedGlobal);
+        }
+        let now_ms = (now_ns / 1_000_000) as u32;
+        let Some(&idx) = self.index.get(&pid) else {
+            return self.admit(now_ns, inc, probe, bus);
+        };
+        let i = idx as usize;
+        let slot = self.slots[i];
+        if slot.origin != inc.origin {
+            bus.emit(
+                now_ns,
+                Event::OriginConflict {
+                    pid,
+                    pinned: slot.origin,
+                    got: inc.origin,
+                },
+            );
+            return Verdict::Dropped;
+        }
+        if let Some(ns) = inc.pidns {
+            if slot.pidns != 0 && ns != slot.pidns {
+                bus.emit(
+                    now_ns,
+                    Event::NamespaceConflict {
+                        pid,
+                        pinned: u64::from(slot.pidns),
+                        got: u64::from(ns),
+                    },
+                );
+                return Verdict::Dropped;
+            }
+        }
+        if !self.slots[i]
+            .bucket
+            .take(self.settings.max_beat_rate, now_ms)
+        {
+            return reject(bus, RejectReason::RateLimitedPid);
+        }
+        let f = inc.frame;
+        if f.is_terminal() {
+            let fresh = slot.flags & HAS_TERMINAL == 0 || f.timestamp > slot.last_terminal_ts;
+            if !fresh && !self.new_life(now_ns, idx, inc, probe, bus) {
+                return reject(bus, RejectReason::TerminalReplay);
+            }
+            self.accept_terminal(now_ns, idx, &f, bus);
+            return Verdict::Accepted;
+        }
+        let wrapped = slot.flags & HAS_NONCE != 0
+            && f.nonce <= slot.last_nonce
+            && slot.last_nonce >= u64::MAX - WRAP_WINDOW
+            && f.nonce < WRAP_WINDOW;
+        let in_order = slot.flags & HAS_NONCE == 0 || f.nonce > slot.last_nonce || wrapped;
+        if !in_order && !self.new_life(now_ns, idx, inc, probe, bus) {
+            return reject(bus, RejectReason::OutOfOrder);
+        }
+        if wrapped {
+            bus.emit(now_ns, Event::NonceWrap { pid });
+        }
+        self.accept_beat(now_ns, idx, &f, bus);
+        Verdict::Accepted
+    }
+
+    /// A pid whose nonce went backwards may be a *different process* that
+    /// inherited the pid. If its start time changed, reset the slot (a new
+    /// life) and return true. Only reached on the rare out-of-order path,
+    /// so the /proc read never costs the steady state.
+    fn new_life(
+        &mut self,
+        now_ns: u64,
+        idx: u32,
+        inc: Incoming,
+        probe: &mut dyn ProcessProbe,
+        bus: &mut EventBus,
+    ) -> bool {
+        let s = &mut self.slots[idx as usize];
+        if inc.origin != Origin::KernelAttested || s.start_time == 0 {
+            return false;
+        }
+        match probe.start_time(inc.pid) {
+            Some(st) if st != s.start_time => {
+                s.start_time = st;
+                s.flags = 0;
+                s.last_nonce = 0;
+                s.last_terminal_ts = 0;
+                s.pidns = inc
+                    .pidns
+                    .or_else(|| probe.pid_namespace(inc.pid))
+                    .unwrap_or(0);
+                bus.emit(now_ns, Event::NewLife { pid: inc.pid });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Moves `idx` from whatever list holds it to `target`.
+    fn relist(&mut self, idx: u32, target: SlotState) {
+        let list = match self.slots[idx as usize].state {
+            SlotState::Live => &mut self.live,
+            SlotState::Stalled => &mut self.stalled,
+            SlotState::Exited => &mut self.exited,
+            SlotState::Free => &mut self.free,
+        };
+        list.remove(&mut self.slots, idx);
+        let list = match target {
+            SlotState::Live => &mut self.live,
+            SlotState::Stalled => &mut self.stalled,
+            SlotState::Exited => &mut self.exited,
+            SlotState::Free => &mut self.free,
+        };
+        list.push_back(&mut self.slots, idx);
+        self.slots[idx as usize].state = target;
+    }
+
+    fn accept_beat(&mut self, now_ns: u64, idx: u32, f: &Frame, bus: &mut EventBus) {
+        let prev = self.slots[idx as usize];
+        self.relist(idx, SlotState::Live);
+        let s = &mut self.slots[idx as usize];
+        s.last_nonce = f.nonce;
+        s.flags |= HAS_NONCE;
+        s.last_beat_ns = now_ns;
+        s.status = f.status;
+        s.payload = f.payload;
+        bus.emit(
+            now_ns,
+            Event::Beat {
+                pid: s.pid,
+                nonce: f.nonce,
+                status: f.status,
+                payload: f.payload,
+                origin: s.origin,
+            },
+        );
+        if matches!(prev.state, SlotState::Stalled | SlotState::Exited) {
+            bus.emit(
+                now_ns,
+                Event::Recovered {
+                    pid: prev.pid,
+                    nonce: f.nonce,
+                    status: f.status,
+                    payload: f.payload,
+                    silent_ns: now_ns.saturating_sub(prev.last_beat_ns),
+                },
+            );
+        }
+    }
+
+    fn accept_terminal(&mut self, now_ns: u64, idx: u32, f: &Frame, bus: &mut EventBus) {
+        self.relist(idx, SlotState::Exited);
+        let s = &mut self.slots[idx as usize];
+        s.last_terminal_ts = f.timestamp;
+        s.flags |= HAS_TERMINAL;
+        s.last_beat_ns = now_ns;
+        s.status = f.status;
+        s.payload = f.payload;
+        bus.emit(
+            now_ns,
+            Event::Exit {
+                pid: s.pid,
+                timestamp: f.timestamp,
+                payload: f.payload,
+                origin: s.origin,
+            },
+        );
+    }
+
+    /// First frame of an unknown pid: namespace policy, then a slot.
+    fn admit(
+        &mut self,
+        now_ns: u64,
+        inc: Incoming,
+        probe: &mut dyn ProcessProbe,
+        bus: &mut EventBus,
+    ) -> Verdict {
+        let pid = inc.pid;
+        let (start_time, pidns) = if inc.origin == Origin::KernelAttested {
+            (
+                probe.start_time(pid).unwrap_or(0),
+                inc.pidns.or_else(|| probe.pid_namespace(pid)).unwrap_or(0),
+            )
+        } else {
+            (0, 0)
+        };
+        let own = self.settings.own_pidns;
+        if pidns != 0 && own != 0 && pidns != own && !self.settings.allow_cross_namespace {
+            bus.emit(
+                now_ns,
+                Event::Rejected {
+                    pid,
+                    reason: RejectReason::CrossNamespace,
+                },
+            );
+            return Verdict::CrossNamespace;
+        }
+        let Some(idx) = self.allocate(now_ns, pid, bus) else {
+            return Verdict::Dropped;
+        };
+        let now_ms = (now_ns / 1_000_000) as u32;
+        let s = &mut self.slots[idx as usize];
+        *s = Slot {
+            pid,
+            start_time,
+            pidns,
+            origin: inc.origin,
+            state: SlotState::Free,
+            bucket: PidBucket::full(self.settings.max_beat_rate, now_ms),
+            ..Slot::empty()
+        };
+        self.free.push_back(&mut self.slots, idx);
+        self.index.insert(pid, idx);
+        // The admitting frame itself spends a token like any other.
+        let _ = self.slots[idx as usize]
+            .bucket
+            .take(self.settings.max_beat_rate, now_ms);
+        if inc.frame.is_terminal() {
+            self.accept_terminal(now_ns, idx, &inc.frame, bus);
+        } else {
+            self.accept_beat(now_ns, idx, &inc.frame, bus);
+        }
+        Verdict::Accepted
+    }
+
+    /// A slot for a new pid: a free one, a fresh one below capacity, or an
+    /// evicted one. The returned slot is on no list.
+    fn allocate(&mut self, now_ns: u64, pid: u32, bus: &mut EventBus) -> Option<u32> {
+        if let Some(idx) = self.free.pop_front(&mut self.slots) {
+            return Some(idx);
+        }
+        if self.slots.len() < self.settings.capacity as usize {
+            self.slots.push(Slot::empty());
+            return Some((self.slots.len() - 1) as u32);
+        }
+        // Full. Exited agents first (they said goodbye), then the longest
+        // stalled; only the balanced policy touches a live agent.
+        let (victim, was_live) = if let Some(h) = self.exited.head() {
+            (h, false)
+        } else if let Some(h) = self.stalled.head() {
+            (h, false)
+        } else if self.settings.eviction == EvictionPolicy::Balanced {
+            (self.live.head()?, true)
+        } else {
+            bus.emit(now_ns, Event::CapacityExceeded { pid });
+            return None;
+        };
+        let old = self.slots[victim as usize].pid;
+        self.relist(victim, SlotState::Free);
+        self.free.remove(&mut self.slots, victim);
+        self.index.remove(&old);
+        bus.emit(now_ns, Event::Eviction { pid: old, was_live });
+        Some(victim)
+    }
+
+    /// Every tracked pid with its state (tests, snapshots); O(agents).
+    pub fn snapshot(&self) -> Vec<AgentView> {
+        let mut out: Vec<AgentView> = self.index.keys().filter_map(|&p| self.get(p)).collect();
+        out.sort_by_key(|a| a.pid);
+        out
+    }
+
+    /// Checks list/index consistency (tests and debug builds).
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        let total = self.live.len() + self.stalled.len() + self.exited.len() + self.free.len();
+        assert_eq!(total as usize, self.slots.len(), "every slot on one list");
+        assert_eq!(
+            (self.live.len() + self.stalled.len() + self.exited.len()) as usize,
+            self.index.len()
+        );
+        for (list, state) in [
+            (&self.live, SlotState::Live),
+            (&self.stalled, SlotState::Stalled),
+            (&self.exited, SlotState::Exited),
+            (&self.free, SlotState::Free),
+        ] {
+            for idx in list.iter(&self.slots) {
+                let s = &self.slots[idx as usize];
+                assert_eq!(s.state, state);
+                if state != SlotState::Free {
+                    assert_eq!(self.index.get(&s.pid), Some(&idx));
+                }
+            }
+        }
+        let mut last = 0;
+        for idx in self.live.iter(&self.slots) {
+            let t = self.slots[idx as usize].last_beat_ns;
+            assert!(t >= last, "live list ordered by last beat");
+            last = t;
+        }
+        let _ = NIL;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,470 @@
+use super::*;
+use crate::events::Recorder;
+use std::collections::HashMap;
+use varta_vlp::NONCE_TERMINAL;
+
+const MS: u64 = 1_000_000;
+
+fn settings(capacity: u32) -> TrackerSettings {
+    TrackerSettings {
+        capacity,
+        threshold_ns: 100 * MS,
+        eviction: EvictionPolicy::Strict,
+        max_beat_rate: 0,
+        global_beat_rate: 0,
+        global_beat_burst: 0,
+        own_pidns: 0,
+        allow_cross_namespace: false,
+    }
+}
+
+fn setup(capacity: u32) -> (Tracker, EventBus, Recorder) {
+    let rec = Recorder::new();
+    let mut bus = EventBus::new();
+    bus.add(Box::new(rec.clone()));
+    (Tracker::new(settings(capacity)), bus, rec)
+}
+
+fn beat(pid: u32, nonce: u64) -> Incoming {
+    Incoming {
+        pid,
+        frame: Frame::new(Status::Ok, pid, 0, nonce, 0),
+        origin: Origin::KernelAttested,
+        pidns: None,
+    }
+}
+
+fn terminal(pid: u32, ts: u64) -> Incoming {
+    Incoming {
+        pid,
+        frame: Frame::new(Status::Critical, pid, ts, NONCE_TERMINAL, 0),
+        origin: Origin::KernelAttested,
+        pidns: None,
+    }
+}
+
+/// Fake /proc: start times per pid, namespaces per pid.
+#[derive(Default)]
+struct FakeProc {
+    start: HashMap<u32, u64>,
+    ns: HashMap<u32, u32>,
+}
+
+impl ProcessProbe for FakeProc {
+    fn start_time(&mut self, pid: u32) -> Option<u64> {
+        self.start.get(&pid).copied()
+    }
+    fn pid_namespace(&mut self, pid: u32) -> Option<u32> {
+        self.ns.get(&pid).copied()
+    }
+}
+
+#[test]
+fn strict_nonce_order() {
+    let (mut t, mut bus, rec) = setup(8);
+    for n in [1, 2, 5] {
+        assert_eq!(
+            t.on_frame(0, beat(10, n), &mut NoProbe, &mut bus),
+            Verdict::Accepted
+        );
+    }
+    for n in [5, 4, 1] {
+        assert_eq!(
+            t.on_frame(0, beat(10, n), &mut NoProbe, &mut bus),
+            Verdict::Dropped
+        );
+    }
+    assert_eq!(
+        rec.kinds(),
+        ["beat", "beat", "beat", "rejected", "rejected", "rejected"]
+    );
+    assert_eq!(t.get(10).unwrap().last_nonce, Some(5));
+    t.check_invariants();
+}
+
+#[test]
+fn nonce_wrap_is_accepted_and_counted() {
+    let (mut t, mut bus, rec) = setup(8);
+    t.on_frame(0, beat(10, u64::MAX - 5), &mut NoProbe, &mut bus);
+    assert_eq!(
+        t.on_frame(0, beat(10, 0), &mut NoProbe, &mut bus),
+        Verdict::Accepted
+    );
+    assert_eq!(
+        t.on_frame(0, beat(10, 1), &mut NoProbe, &mut bus),
+        Verdict::Accepted
+    );
+    assert_eq!(rec.kinds(), ["beat", "nonce_wrap", "beat", "beat"]);
+    // Outside the window it is a replay.
+    let (mut t, mut bus, _) = setup(8);
+    t.on_frame(0, beat(10, u64::MAX - (1 << 21)), &mut NoProbe, &mut bus);
+    assert_eq!(
+        t.on_frame(0, beat(10, 0), &mut NoProbe, &mut bus),
+        Verdict::Dropped
+    );
+    let (mut t, mut bus, _) = setup(8);
+    t.on_frame(0, beat(10, u64::MAX - 5), &mut NoProbe, &mut bus);
+    assert_eq!(
+        t.on_frame(0, beat(10, 1 << 20), &mut NoProbe, &mut bus),
+        Verdict::Dropped
+    );
+}
+
+#[test]
+fn one_stall_per_silence_run_then_recovered() {
+    let (mut t, mut bus, rec) = setup(8);
+    t.on_frame(0, beat(10, 1), &mut NoProbe, &mut bus);
+    assert_eq!(t.next_deadline(), Some(100 * MS));
+    assert_eq!(t.expire(100 * MS - 1, &mut bus), 0);
+    assert_eq!(t.expire(100 * MS, &mut bus), 1);
+    assert_eq!(t.expire(500 * MS, &mut bus), 0, "one stall per run");
+    assert_eq!(t.next_deadline(), None);
+    t.on_frame(600 * MS, beat(10, 2), &mut NoProbe, &mut bus);
+    let ev = rec.take();
+    assert_eq!(
+        ev[1],
+        (
+            100 * MS,
+            Event::Stall {
+                pid: 10,
+                last_nonce: 1,
+                last_beat_ns: 0,
+                origin: Origin::KernelAttested
+            }
+        )
+    );
+    assert_eq!(
+        ev[3].1,
+        Event::Recovered {
+            pid: 10,
+            nonce: 2,
+            status: Status::Ok,
+            payload: 0,
+            silent_ns: 600 * MS
+        }
+    );
+    assert_eq!(
+        t.expire(700 * MS, &mut bus),
+        1,
+        "a new silence run stalls again"
+    );
+    t.check_invariants();
+}
+
+#[test]
+fn terminal_frame_exits_without_later_stall() {
+    let (mut t, mut bus, rec) = setup(8);
+    t.on_frame(0, beat(10, 1), &mut NoProbe, &mut bus);
+    assert_eq!(
+        t.on_frame(MS, terminal(10, 50), &mut NoProbe, &mut bus),
+        Verdict::Accepted
+    );
+    assert_eq!(t.expire(10_000 * MS, &mut bus), 0);
+    // Replayed (not newer) terminal frames are refused.
+    assert_eq!(
+        t.on_frame(2 * MS, terminal(10, 50), &mut NoProbe, &mut bus),
+        Verdict::Dropped
+    );
+    assert_eq!(
+        t.on_frame(2 * MS, terminal(10, 51), &mut NoProbe, &mut bus),
+        Verdict::Accepted
+    );
+    // A later regular beat revives the slot; the terminal did not move the nonce.
+    assert_eq!(
+        t.on_frame(3 * MS, beat(10, 2), &mut NoProbe, &mut bus),
+        Verdict::Accepted
+    );
+    assert_eq!(
+        rec.kinds(),
+        ["beat", "exit", "rejected", "exit", "beat", "recovered"]
+    );
+    assert_eq!(t.get(10).unwrap().state, SlotState::Live);
+}
+
+#[test]
+fn terminal_as_first_frame() {
+    let (mut t, mut bus, rec) = setup(8);
+    t.on_frame(0, terminal(10, 5), &mut NoProbe, &mut bus);
+    assert_eq!(rec.kinds(), ["exit"]);
+    assert_eq!(t.get(10).unwrap().last_nonce, None);
+    assert_eq!(
+        t.on_frame(0, beat(10, 1), &mut NoProbe, &mut bus),
+        Verdict::Accepted
+    );
+}
+
+#[test]
+fn origin_is_pinned() {
+    let (mut t, mut bus, rec) = setup(8);
+    t.on_frame(0, beat(10, 1), &mut NoProbe, &mut bus);
+    let mut udp = beat(10, 2);
+    udp.origin = Origin::NetworkUnverified;
+    assert_eq!(t.on_frame(0, udp, &mut NoProbe, &mut bus), Verdict::Dropped);
+    assert_eq!(rec.kinds(), ["beat", "origin_conflict"]);
+}
+
+#[test]
+fn namespace_pinning_and_cross_namespace_policy() {
+    let (mut t, mut bus, rec) = setup(8);
+    t.reconfigure(TrackerSettings {
+        own_pidns: 100,
+        ..settings(8)
+    });
+    let mut probe = FakeProc::default();
+    probe.ns.insert(10, 100);
+    probe.ns.insert(11, 200);
+    t.on_frame(0, beat(10, 1), &mut probe, &mut bus);
+    assert_eq!(
+        t.on_frame(0, beat(11, 1), &mut probe, &mut bus),
+        Verdict::CrossNamespace
+    );
+    let mut other = beat(10, 2);
+    other.pidns = Some(300);
+    assert_eq!(t.on_frame(0, other, &mut probe, &mut bus), Verdict::Dropped);
+    assert_eq!(rec.kinds(), ["beat", "rejected", "namespace_conflict"]);
+    assert!(t.get(11).is_none());
+    t.reconfigure(TrackerSettings {
+        own_pidns: 100,
+        allow_cross_namespace: true,
+        ..settings(8)
+    });
+    assert_eq!(
+        t.on_frame(0, beat(11, 1), &mut probe, &mut bus),
+        Verdict::Accepted
+    );
+}
+
+#[test]
+fn recycled_pid_starts_a_new_life() {
+    let (mut t, mut bus, rec) = setup(8);
+    let mut probe = FakeProc::default();
+    probe.start.insert(10, 1000);
+    for n in 1..=50 {
+        t.on_frame(n * MS, beat(10, n), &mut probe, &mut bus);
+    }
+    t.expire(1000 * MS, &mut bus);
+    // Same start time: a genuine replay.
+    assert_eq!(
+        t.on_frame(1001 * MS, beat(10, 1), &mut probe, &mut bus),
+        Verdict::Dropped
+    );
+    // The pid now belongs to another process.
+    probe.start.insert(10, 2000);
+    assert_eq!(
+        t.on_frame(1002 * MS, beat(10, 1), &mut probe, &mut bus),
+        Verdict::Accepted
+    );
+    let kinds = rec.kinds();
+    assert_eq!(
+        &kinds[kinds.len() - 5..],
+        ["stall", "rejected", "new_life", "beat", "recovered"]
+    );
+    assert_eq!(t.get(10).unwrap().last_nonce, Some(1));
+}
+
+#[test]
+fn full_tracker_strict_evicts_only_stalled_or_exited() {
+    let (mut t, mut bus, rec) = setup(2);
+    t.on_frame(0, beat(10, 1), &mut NoProbe, &mut bus);
+    t.on_frame(MS, beat(11, 1), &mut NoProbe, &mut bus);
+    assert_eq!(
+        t.on_frame(2 * MS, beat(12, 1), &mut NoProbe, &mut bus),
+        Verdict::Dropped
+    );
+    assert_eq!(rec.take()[2].1, Event::CapacityExceeded { pid: 12 });
+    t.expire(100 * MS, &mut bus); // 10 stalls
+    assert_eq!(
+        t.on_frame(100 * MS, beat(12, 1), &mut NoProbe, &mut bus),
+        Verdict::Accepted
+    );
+    let ev = rec.take();
+    assert!(ev.contains(&(
+        100 * MS,
+        Event::Eviction {
+            pid: 10,
+            was_live: false
+        }
+    )));
+    assert!(t.get(10).is_none() && t.get(12).is_some());
+    t.check_invariants();
+}
+
+#[test]
+fn full_tracker_balanced_evicts_least_recent_live() {
+    let (mut t, mut bus, rec) = setup(2);
+    t.reconfigure(TrackerSettings {
+        eviction: EvictionPolicy::Balanced,
+        ..settings(2)
+    });
+    t.on_frame(0, beat(10, 1), &mut NoProbe, &mut bus);
+    t.on_frame(MS, beat(11, 1), &mut NoProbe, &mut bus);
+    t.on_frame(2 * MS, beat(10, 2), &mut NoProbe, &mut bus);
+    assert_eq!(
+        t.on_frame(3 * MS, beat(12, 1), &mut NoProbe, &mut bus),
+        Verdict::Accepted
+    );
+    assert!(rec.take().contains(&(
+        3 * MS,
+        Event::Eviction {
+            pid: 11,
+            was_live: true
+        }
+    )));
+    t.check_invariants();
+}
+
+#[test]
+fn per_pid_and_global_rate_limits() {
+    let (mut t, mut bus, _) = setup(8);
+    t.reconfigure(TrackerSettings {
+        max_beat_rate: 10,
+        ..settings(8)
+    });
+    let accepted = (1..=50)
+        .filter(|&n| t.on_frame(0, beat(10, n), &mut NoProbe, &mut bus) == Verdict::Accepted)
+        .count();
+    assert_eq!(accepted, 10);
+    let (mut t, mut bus, rec) = setup(64);
+    t.reconfigure(TrackerSettings {
+        global_beat_rate: 5,
+        global_beat_burst: 5,
+        ..settings(64)
+    });
+    let accepted = (0..20)
+        .filter(|&p| t.on_frame(0, beat(100 + p, 1), &mut NoProbe, &mut bus) == Verdict::Accepted)
+        .count();
+    assert_eq!(accepted, 5);
+    assert!(rec.take().iter().any(|(_, e)| matches!(
+        e,
+        Event::Rejected {
+            reason: RejectReason::RateLimitedGlobal,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn grace_after_clock_jump() {
+    let (mut t, mut bus, _) = setup(8);
+    t.on_frame(0, beat(10, 1), &mut NoProbe, &mut bus);
+    // The observer slept through 10 s: nobody stalls for one threshold.
+    t.grant_grace(10_000 * MS);
+    assert_eq!(t.expire(10_000 * MS, &mut bus), 0);
+    assert_eq!(t.next_deadline(), Some(10_100 * MS));
+    t.on_frame(10_050 * MS, beat(10, 2), &mut NoProbe, &mut bus);
+    assert_eq!(
+        t.expire(10_100 * MS, &mut bus),
+        0,
+        "beat during grace keeps it live"
+    );
+    assert_eq!(t.expire(10_150 * MS, &mut bus), 1);
+}
+
+#[test]
+fn ten_thousand_agents_stall_exactly_when_due() {
+    let (mut t, mut bus, rec) = setup(10_000);
+    for pid in 2..10_002u32 {
+        // Staggered first beats, 1 µs apart.
+        t.on_frame(u64::from(pid) * 1000, beat(pid, 1), &mut NoProbe, &mut bus);
+    }
+    rec.take();
+    // Half keep beating.
+    for pid in (2..10_002u32).filter(|p| p % 2 == 0) {
+        t.on_frame(50 * MS, beat(pid, 2), &mut NoProbe, &mut bus);
+    }
+    rec.take();
+    // pid p beat at p µs: the first odd pid (3) is due at 100 ms + 3 µs.
+    assert_eq!(t.expire(100 * MS + 2_999, &mut bus), 0);
+    assert_eq!(t.expire(100 * MS + 3_000, &mut bus), 1);
+    let stalls = t.expire(111 * MS, &mut bus);
+    assert_eq!(stalls, 4_999);
+    let ev = rec.take();
+    assert!(ev
+        .iter()
+        .all(|(_, e)| matches!(e, Event::Stall { pid, .. } if pid % 2 == 1)));
+    assert_eq!(t.expire(150 * MS, &mut bus), 5_000);
+    assert_eq!(t.counts(), (0, 10_000, 0));
+    t.check_invariants();
+}
+
+mod model {
+    //! Property test: the tracker against a brute-force model that scans
+    //! every agent on every tick.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Beat(u32, u64),
+        Terminal(u32, u64),
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (2u32..8, 0u64..20).prop_map(|(p, n)| Op::Beat(p, n)),
+            1 => (2u32..8, 0u64..5).prop_map(|(p, t)| Op::Terminal(p, t)),
+            2 => (0u64..150).prop_map(Op::Advance),
+        ]
+    }
+
+    #[derive(Default, Clone, Copy)]
+    struct M {
+        nonce: Option<u64>,
+        term: Option<u64>,
+        last: u64,
+        stalled: bool,
+        exited: bool,
+    }
+
+    proptest! {
+        #[test]
+        fn matches_model(ops in proptest::collection::vec(op(), 1..120)) {
+            let (mut t, mut bus, rec) = setup(64);
+            let mut model: HashMap<u32, M> = HashMap::new();
+            let mut now = 0u64;
+            let thr = 100 * MS;
+            for op in ops {
+                let mut want: Vec<&'static str> = Vec::new();
+                match op {
+                    Op::Advance(ms) => {
+                        now += ms * MS;
+                        let mut due: Vec<(u64, u32)> = model.iter()
+                            .filter(|(_, m)| !m.stalled && !m.exited && now - m.last >= thr)
+                            .map(|(p, m)| (m.last, *p)).collect();
+                        due.sort();
+                        for (_, p) in due {
+                            model.get_mut(&p).unwrap().stalled = true;
+                            want.push("stall");
+                        }
+                        t.expire(now, &mut bus);
+                    }
+                    Op::Beat(p, n) => {
+                        let m = model.entry(p).or_default();
+                        if m.nonce.is_none_or(|last| n > last) {
+                            want.push("beat");
+                            if m.stalled || m.exited { want.push("recovered"); }
+                            *m = M { nonce: Some(n), term: m.term, last: now, stalled: false, exited: false };
+                        } else {
+                            want.push("rejected");
+                        }
+                        t.on_frame(now, beat(p, n), &mut NoProbe, &mut bus);
+                    }
+                    Op::Terminal(p, ts) => {
+                        let m = model.entry(p).or_default();
+                        if m.term.is_none_or(|last| ts > last) {
+                            want.push("exit");
+                            *m = M { term: Some(ts), last: now, stalled: false, exited: true, ..*m };
+                        } else {
+                            want.push("rejected");
+                        }
+                        t.on_frame(now, terminal(p, ts), &mut NoProbe, &mut bus);
+                    }
+                }
+                let got: Vec<&'static str> = rec.take().iter().map(|(_, e)| e.kind()).collect();
+                prop_assert_eq!(got, want);
+                t.check_invariants();
+            }
+        }
+    }
+}

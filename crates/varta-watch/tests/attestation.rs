@@ -1,0 +1,158 @@
+//! Kernel attestation and malformed input, against the real binary.
+
+mod common;
+
+use common::Observer;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+use varta_vlp::{Frame, Status, FRAME_LEN};
+
+#[test]
+fn agent_entry() {
+    common::maybe_run_agent();
+}
+
+fn me() -> u32 {
+    std::process::id()
+}
+
+#[test]
+fn forged_pid_is_an_auth_failure_and_gets_no_slot() {
+    let obs = Observer::start(&["--threshold-ms", "200"]);
+    let s = obs.raw();
+    // Claim to be a pid we are not (our parent, a real process).
+    let victim = std::os::unix::process::parent_id();
+    s.send(&Frame::new(Status::Ok, victim, 1, 1, 0).to_bytes())
+        .unwrap();
+    let line = obs.wait_for("mismatch", Some(victim));
+    assert_eq!(line[5], "auth_failure");
+    // No slot was created for the forged pid: it never stalls.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(obs.of_kind("beat", Some(victim)).is_empty());
+    assert!(obs.of_kind("stall", Some(victim)).is_empty());
+}
+
+#[test]
+fn replayed_and_out_of_order_nonces_are_ignored() {
+    let obs = Observer::start(&["--threshold-ms", "60000"]);
+    let s = obs.raw();
+    for n in [1u64, 2, 3, 3, 2, 1, 4] {
+        s.send(&Frame::new(Status::Ok, me(), n, n, n as u32).to_bytes())
+            .unwrap();
+    }
+    obs.wait_until("nonce 4 accepted", || {
+        obs.of_kind("beat", Some(me())).iter().any(|l| l[3] == "4")
+    });
+    let nonces: Vec<String> = obs
+        .of_kind("beat", Some(me()))
+        .iter()
+        .map(|l| l[3].clone())
+        .collect();
+    assert_eq!(nonces, ["1", "2", "3", "4"]);
+    let rejected = obs.of_kind("rejected", Some(me()));
+    assert_eq!(rejected.len(), 3);
+    assert!(rejected.iter().all(|l| l[5] == "out_of_order"));
+}
+
+#[test]
+fn every_malformed_datagram_is_counted_by_kind() {
+    let obs = Observer::start(&["--threshold-ms", "60000"]);
+    let s = obs.raw();
+    let good = Frame::new(Status::Ok, me(), 1, 1, 0).to_bytes();
+    let with_crc = |mut b: [u8; FRAME_LEN]| {
+        let crc = varta_vlp::crc32c(&b[..28]);
+        b[28..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let mut cases: Vec<(Vec<u8>, &str)> = vec![
+        (vec![1, 2, 3], "Truncated(3)"),
+        (vec![0u8; 40], "Truncated(40)"),
+        (vec![], "Truncated(0)"),
+    ];
+    let mut b = good;
+    b[0] = 0;
+    cases.push((b.to_vec(), "BadMagic"));
+    let mut b = good;
+    b[2] = 1;
+    cases.push((b.to_vec(), "BadVersion"));
+    let mut b = good;
+    b[31] ^= 0xff;
+    cases.push((b.to_vec(), "BadCrc"));
+    let mut b = good;
+    b[3] = 9;
+    cases.push((with_crc(b).to_vec(), "BadStatus"));
+    let mut b = good;
+    b[3] = 3;
+    cases.push((with_crc(b).to_vec(), "StallOnWire"));
+    let mut b = good;
+    b[4..8].copy_from_slice(&1u32.to_le_bytes());
+    cases.push((with_crc(b).to_vec(), "BadPid"));
+    let mut b = good;
+    b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    cases.push((with_crc(b).to_vec(), "BadTimestamp"));
+    let mut b = good;
+    b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    cases.push((with_crc(b).to_vec(), "BadNonce"));
+    for (bytes, _) in &cases {
+        s.send(bytes).unwrap();
+    }
+    obs.wait_until("all decode lines", || {
+        obs.of_kind("decode", None).len() == cases.len()
+    });
+    let details: Vec<String> = obs
+        .of_kind("decode", None)
+        .iter()
+        .map(|l| l[5].clone())
+        .collect();
+    for (_, want) in &cases {
+        assert!(
+            details.iter().any(|d| d.starts_with(want)),
+            "no decode line for {want}: {details:?}"
+        );
+    }
+    // Still healthy: a good frame is accepted afterwards.
+    s.send(&good).unwrap();
+    obs.wait_for("beat", Some(me()));
+}
+
+#[test]
+fn foreign_uid_is_rejected() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to setuid a child");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The other uid must be able to reach the socket for the observer to
+    // see (and reject) its datagram.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let obs = Observer::start_in(dir, &["--socket-mode", "0666", "--threshold-ms", "60000"]);
+    let socket = obs.socket.clone();
+    // Fork + setuid(nobody) + send a perfectly valid frame for itself.
+    let status = {
+        use nix::unistd::{fork, setuid, ForkResult, Uid};
+        // SAFETY: the child only calls setuid, socket syscalls and _exit.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let code = (|| -> Option<()> {
+                    setuid(Uid::from_raw(65534)).ok()?;
+                    let s = std::os::unix::net::UnixDatagram::unbound().ok()?;
+                    let pid = std::process::id();
+                    s.send_to(&Frame::new(Status::Ok, pid, 1, 1, 0).to_bytes(), &socket)
+                        .ok()?;
+                    Some(())
+                })()
+                .map_or(1, |_| 0);
+                // SAFETY: async-signal-safe exit without running the parent's atexit hooks.
+                unsafe { nix::libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => nix::sys::wait::waitpid(child, None).unwrap(),
+        }
+    };
+    assert!(
+        matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+        "{status:?}"
+    );
+    let line = obs.wait_for("rejected", None);
+    assert_eq!(line[5], "foreign_uid");
+    assert!(obs.of_kind("beat", None).is_empty());
+}

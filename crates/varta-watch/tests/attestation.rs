@@ -156,3 +156,92 @@ fn foreign_uid_is_rejected() {
     assert_eq!(line[5], "foreign_uid");
     assert!(obs.of_kind("beat", None).is_empty());
 }
+
+#[test]
+fn truncated_ancillary_data_is_a_counted_drop() {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    let obs = Observer::start(&["--threshold-ms", "60000"]);
+    let s = obs.raw();
+    // Passing file descriptors overflows the observer's credentials-sized
+    // control buffer: the kernel sets MSG_CTRUNC.
+    let f = std::fs::File::open("/dev/null").unwrap();
+    let fds = [f.as_raw_fd(); 4];
+    let frame = Frame::new(Status::Ok, me(), 1, 1, 0).to_bytes();
+    sendmsg::<()>(
+        s.as_raw_fd(),
+        &[IoSlice::new(&frame)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let line = obs.wait_for("ctrunc", None);
+    assert_eq!(line[5], "MSG_CTRUNC");
+    assert!(
+        obs.of_kind("beat", Some(me())).is_empty(),
+        "the frame must not be trusted"
+    );
+}
+
+/// Runs the agent in a new PID namespace (`unshare --pid --fork`), where its
+/// own pid differs from the kernel's view.
+fn spawn_namespaced_agent(socket: &std::path::Path) -> Option<common::KillOnDrop> {
+    let unshare = ["/usr/bin/unshare", "/bin/unshare"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let exe = std::env::current_exe().unwrap();
+    // `sh` is pid 1 in the new namespace, so the agent gets a pid >= 2.
+    let script = format!(
+        "'{}' --exact agent_entry --nocapture --test-threads=1 & wait",
+        exe.display()
+    );
+    let child = std::process::Command::new(unshare)
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .env(common::AGENT_ENV, "beat")
+        .env(common::SOCKET_ENV, socket)
+        .env(common::INTERVAL_ENV, "20")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    Some(common::KillOnDrop(child))
+}
+
+#[test]
+fn cross_namespace_agents_are_dropped_allowed_or_fatal() {
+    // Default: dropped and counted.
+    let obs = Observer::start(&["--threshold-ms", "60000"]);
+    let Some(_agent) = spawn_namespaced_agent(&obs.socket) else {
+        eprintln!("skipped: needs root and unshare(1)");
+        return;
+    };
+    let line = obs.wait_for("rejected", None);
+    assert_eq!(line[5], "cross_namespace");
+    assert!(obs.of_kind("beat", None).is_empty());
+    assert!(
+        obs.of_kind("mismatch", None).is_empty(),
+        "not an auth failure"
+    );
+
+    // Allowed: tracked under the kernel's (our namespace's) pid.
+    let obs = Observer::start(&["--threshold-ms", "60000", "--allow-cross-namespace-agents"]);
+    let _agent = spawn_namespaced_agent(&obs.socket).unwrap();
+    let beat = obs.wait_for("beat", None);
+    let pid: i32 = beat[2].parse().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    // Strict: the observer stops with exit code 1.
+    let mut obs = Observer::start(&["--threshold-ms", "60000", "--strict-namespace-check"]);
+    let _agent = spawn_namespaced_agent(&obs.socket).unwrap();
+    assert_eq!(obs.wait_exit(), Some(1));
+    assert!(
+        obs.stderr().contains("another PID namespace"),
+        "{}",
+        obs.stderr()
+    );
+}

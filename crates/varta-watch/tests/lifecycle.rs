@@ -150,3 +150,24 @@ fn no_flags_listens_on_the_default_path() {
     );
     assert!(!expected.exists());
 }
+
+#[test]
+fn paused_observer_gives_grace_instead_of_mass_stall() {
+    // The observer is frozen (as by a VM pause) for longer than 5 s while
+    // its agent keeps beating; on waking it must not stall the agent.
+    let obs = Observer::start(&["--threshold-ms", "1000"]);
+    let agent = KillOnDrop(spawn_agent("beat", &obs.socket, 50));
+    let pid = agent.0.id();
+    obs.wait_for("beat", Some(pid));
+    obs.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(6500));
+    obs.signal(Signal::SIGCONT);
+    obs.wait_for("clock_jump", None);
+    // Agent beats resume within the grace threshold; no stall.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        obs.of_kind("stall", Some(pid)).is_empty(),
+        "{:?}",
+        obs.lines()
+    );
+}

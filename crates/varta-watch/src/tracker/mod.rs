@@ -10,15 +10,16 @@
 //!   index are reserved up front; hostile traffic can only fill them, and a
 //!   full tracker evicts or refuses per `--tracker-eviction-policy`.
 
+mod index;
 mod lists;
 mod rate;
 mod slot;
 
-use rustc_hash::FxHashMap;
 use varta_vlp::{Frame, Status};
 
 use crate::config::EvictionPolicy;
 use crate::events::{Event, EventBus, Origin, RejectReason};
+use index::PidIndex;
 use lists::{List, NIL};
 pub use rate::{PidBucket, TokenBucket};
 pub use slot::{Slot, SlotState, HAS_NONCE, HAS_TERMINAL};
@@ -116,11 +117,9 @@ pub struct AgentView {
 pub struct Tracker {
     settings: TrackerSettings,
     slots: Vec<Slot>,
-    index: FxHashMap<u32, u32>,
-    live: List,
-    stalled: List,
-    exited: List,
-    free: List,
+    index: PidIndex,
+    /// One list per [`SlotState`], indexed by the state's discriminant.
+    lists: [List; 4],
     global: TokenBucket,
     /// Stalls are not raised before this observer time (clock-jump grace).
     grace_until: u64,
@@ -130,17 +129,13 @@ impl Tracker {
     /// Reserves room for `settings.capacity` agents up front.
     pub fn new(settings: TrackerSettings) -> Tracker {
         let cap = settings.capacity as usize;
-        let mut index = FxHashMap::default();
-        index.reserve(cap);
+        let index = PidIndex::new();
         Tracker {
             global: TokenBucket::new(settings.global_beat_rate, settings.global_beat_burst),
             settings,
             slots: Vec::with_capacity(cap),
             index,
-            live: List::default(),
-            stalled: List::default(),
-            exited: List::default(),
-            free: List::default(),
+            lists: [List::default(); 4],
             grace_until: 0,
         }
     }
@@ -163,6 +158,10 @@ impl Tracker {
         capacity_kept
     }
 
+    fn list(&self, state: SlotState) -> &List {
+        &self.lists[state as usize]
+    }
+
     /// Current settings.
     pub fn settings(&self) -> &TrackerSettings {
         &self.settings
@@ -180,18 +179,21 @@ impl Tracker {
 
     /// (live, stalled, exited) counts.
     pub fn counts(&self) -> (u32, u32, u32) {
-        (self.live.len(), self.stalled.len(), self.exited.len())
+        (
+            self.list(SlotState::Live).len(),
+            self.list(SlotState::Stalled).len(),
+            self.list(SlotState::Exited).len(),
+        )
     }
 
     /// Bytes reserved for slots and index (for capacity planning output).
     pub fn reserved_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
-            + self.index.capacity() * (std::mem::size_of::<(u32, u32)>() + 1)
+        self.slots.capacity() * std::mem::size_of::<Slot>() + self.index.reserved_bytes()
     }
 
     /// One agent's state.
     pub fn get(&self, pid: u32) -> Option<AgentView> {
-        let s = &self.slots[*self.index.get(&pid)? as usize];
+        let s = &self.slots[self.index.get(pid)? as usize];
         Some(AgentView {
             pid: s.pid,
             state: s.state,
@@ -205,7 +207,7 @@ impl Tracker {
 
     /// Observer time at which the next stall is due, if any agent is live.
     pub fn next_deadline(&self) -> Option<u64> {
-        let head = self.live.head()?;
+        let head = self.list(SlotState::Live).head()?;
         let due = self.slots[head as usize]
             .last_beat_ns
             .saturating_add(self.settings.threshold_ns);
@@ -225,13 +227,13 @@ impl Tracker {
             return 0;
         }
         let mut raised = 0;
-        while let Some(head) = self.live.head() {
+        while let Some(head) = self.list(SlotState::Live).head() {
             let s = self.slots[head as usize];
             if now_ns.saturating_sub(s.last_beat_ns) < self.settings.threshold_ns {
                 break;
             }
-            self.live.remove(&mut self.slots, head);
-            self.stalled.push_back(&mut self.slots, head);
+            self.lists[SlotState::Live as usize].remove(&mut self.slots, head);
+            self.lists[SlotState::Stalled as usize].push_back(&mut self.slots, head);
             self.slots[head as usize].state = SlotState::Stalled;
             bus.emit(
                 now_ns,
@@ -264,7 +266,7 @@ impl Tracker {
             return reject(bus, RejectReason::RateLimitedGlobal);
         }
         let now_ms = (now_ns / 1_000_000) as u32;
-        let Some(&idx) = self.index.get(&pid) else {
+        let Some(idx) = self.index.get(pid) else {
             return self.admit(now_ns, inc, probe, bus);
         };
         let i = idx as usize;
@@ -356,34 +358,31 @@ impl Tracker {
         }
     }
 
-    /// Moves `idx` from whatever list holds it to `target`.
+    /// Moves `idx` from whatever list holds it to the tail of `target`'s.
     fn relist(&mut self, idx: u32, target: SlotState) {
-        let list = match self.slots[idx as usize].state {
-            SlotState::Live => &mut self.live,
-            SlotState::Stalled => &mut self.stalled,
-            SlotState::Exited => &mut self.exited,
-            SlotState::Free => &mut self.free,
-        };
-        list.remove(&mut self.slots, idx);
-        let list = match target {
-            SlotState::Live => &mut self.live,
-            SlotState::Stalled => &mut self.stalled,
-            SlotState::Exited => &mut self.exited,
-            SlotState::Free => &mut self.free,
-        };
-        list.push_back(&mut self.slots, idx);
+        let from = self.slots[idx as usize].state;
+        self.lists[from as usize].remove(&mut self.slots, idx);
+        self.lists[target as usize].push_back(&mut self.slots, idx);
         self.slots[idx as usize].state = target;
     }
 
-    fn accept_beat(&mut self, now_ns: u64, idx: u32, f: &Frame, bus: &mut EventBus) {
-        let prev = self.slots[idx as usize];
-        self.relist(idx, SlotState::Live);
+    /// Records an accepted frame in slot `idx`, moves it to `target`'s
+    /// list, and returns the slot as it was before.
+    fn touch(&mut self, now_ns: u64, idx: u32, f: &Frame, target: SlotState) -> Slot {
+        let before = self.slots[idx as usize];
+        self.relist(idx, target);
         let s = &mut self.slots[idx as usize];
-        s.last_nonce = f.nonce;
-        s.flags |= HAS_NONCE;
         s.last_beat_ns = now_ns;
         s.status = f.status;
         s.payload = f.payload;
+        before
+    }
+
+    fn accept_beat(&mut self, now_ns: u64, idx: u32, f: &Frame, bus: &mut EventBus) {
+        let prev = self.touch(now_ns, idx, f, SlotState::Live);
+        let s = &mut self.slots[idx as usize];
+        s.last_nonce = f.nonce;
+        s.flags |= HAS_NONCE;
         bus.emit(
             now_ns,
             Event::Beat {
@@ -409,13 +408,10 @@ impl Tracker {
     }
 
     fn accept_terminal(&mut self, now_ns: u64, idx: u32, f: &Frame, bus: &mut EventBus) {
-        self.relist(idx, SlotState::Exited);
+        self.touch(now_ns, idx, f, SlotState::Exited);
         let s = &mut self.slots[idx as usize];
         s.last_terminal_ts = f.timestamp;
         s.flags |= HAS_TERMINAL;
-        s.last_beat_ns = now_ns;
-        s.status = f.status;
-        s.payload = f.payload;
         bus.emit(
             now_ns,
             Event::Exit {
@@ -469,7 +465,7 @@ impl Tracker {
             bucket: PidBucket::full(self.settings.max_beat_rate, now_ms),
             ..Slot::empty()
         };
-        self.free.push_back(&mut self.slots, idx);
+        self.lists[SlotState::Free as usize].push_back(&mut self.slots, idx);
         self.index.insert(pid, idx);
         // The admitting frame itself spends a token like any other.
         let _ = self.slots[idx as usize]
@@ -486,7 +482,7 @@ impl Tracker {
     /// A slot for a new pid: a free one, a fresh one below capacity, or an
     /// evicted one. The returned slot is on no list.
     fn allocate(&mut self, now_ns: u64, pid: u32, bus: &mut EventBus) -> Option<u32> {
-        if let Some(idx) = self.free.pop_front(&mut self.slots) {
+        if let Some(idx) = self.lists[SlotState::Free as usize].pop_front(&mut self.slots) {
             return Some(idx);
         }
         if self.slots.len() < self.settings.capacity as usize {
@@ -495,27 +491,32 @@ impl Tracker {
         }
         // Full. Exited agents first (they said goodbye), then the longest
         // stalled; only the balanced policy touches a live agent.
-        let (victim, was_live) = if let Some(h) = self.exited.head() {
+        let (victim, was_live) = if let Some(h) = self.list(SlotState::Exited).head() {
             (h, false)
-        } else if let Some(h) = self.stalled.head() {
+        } else if let Some(h) = self.list(SlotState::Stalled).head() {
             (h, false)
         } else if self.settings.eviction == EvictionPolicy::Balanced {
-            (self.live.head()?, true)
+            (self.list(SlotState::Live).head()?, true)
         } else {
             bus.emit(now_ns, Event::CapacityExceeded { pid });
             return None;
         };
         let old = self.slots[victim as usize].pid;
         self.relist(victim, SlotState::Free);
-        self.free.remove(&mut self.slots, victim);
-        self.index.remove(&old);
+        self.lists[SlotState::Free as usize].remove(&mut self.slots, victim);
+        self.index.remove(old);
         bus.emit(now_ns, Event::Eviction { pid: old, was_live });
         Some(victim)
     }
 
     /// Every tracked pid with its state (tests, snapshots); O(agents).
     pub fn snapshot(&self) -> Vec<AgentView> {
-        let mut out: Vec<AgentView> = self.index.keys().filter_map(|&p| self.get(p)).collect();
+        let mut out: Vec<AgentView> = self
+            .slots
+            .iter()
+            .filter(|s| s.state != SlotState::Free)
+            .filter_map(|s| self.get(s.pid))
+            .collect();
         out.sort_by_key(|a| a.pid);
         out
     }
@@ -523,28 +524,33 @@ impl Tracker {
     /// Checks list/index consistency (tests and debug builds).
     #[doc(hidden)]
     pub fn check_invariants(&self) {
-        let total = self.live.len() + self.stalled.len() + self.exited.len() + self.free.len();
+        let total = self.list(SlotState::Live).len()
+            + self.list(SlotState::Stalled).len()
+            + self.list(SlotState::Exited).len()
+            + self.list(SlotState::Free).len();
         assert_eq!(total as usize, self.slots.len(), "every slot on one list");
         assert_eq!(
-            (self.live.len() + self.stalled.len() + self.exited.len()) as usize,
+            (self.list(SlotState::Live).len()
+                + self.list(SlotState::Stalled).len()
+                + self.list(SlotState::Exited).len()) as usize,
             self.index.len()
         );
         for (list, state) in [
-            (&self.live, SlotState::Live),
-            (&self.stalled, SlotState::Stalled),
-            (&self.exited, SlotState::Exited),
-            (&self.free, SlotState::Free),
+            (self.list(SlotState::Live), SlotState::Live),
+            (self.list(SlotState::Stalled), SlotState::Stalled),
+            (self.list(SlotState::Exited), SlotState::Exited),
+            (self.list(SlotState::Free), SlotState::Free),
         ] {
             for idx in list.iter(&self.slots) {
                 let s = &self.slots[idx as usize];
                 assert_eq!(s.state, state);
                 if state != SlotState::Free {
-                    assert_eq!(self.index.get(&s.pid), Some(&idx));
+                    assert_eq!(self.index.get(s.pid), Some(idx));
                 }
             }
         }
         let mut last = 0;
-        for idx in self.live.iter(&self.slots) {
+        for idx in self.list(SlotState::Live).iter(&self.slots) {
             let t = self.slots[idx as usize].last_beat_ns;
             assert!(t >= last, "live list ordered by last beat");
             last = t;

@@ -267,6 +267,14 @@ impl Daemon {
         };
         self.bus.shutdown();
         self.listener.unlink_if_ours();
+        let totals: Vec<String> = self
+            .counters
+            .snapshot()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        tracing::info!(totals = %totals.join(" "), "observer stopped");
         result
     }
 

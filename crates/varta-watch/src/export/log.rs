@@ -1,17 +1,27 @@
 //! Operator-facing log lines for notable events. Agent lifecycle (stall,
-//! recovered, exit) is logged every time; drops and errors are logged at
-//! most once per 10 s per kind, with how many were suppressed, so a flood
-//! of bad datagrams cannot flood the journal.
+//! recovered, exit) is logged up to 100 times per 10 s per kind — enough to
+//! see every agent of a normal incident, bounded when thousands stall at
+//! once; drops and errors at most once per 10 s per kind. Suppressed lines
+//! are counted and reported with the next logged one. The export file and
+//! counters always have every event.
 
 use crate::events::{Event, Sink};
 
-const QUIET_NS: u64 = 10_000_000_000;
+const WINDOW_NS: u64 = 10_000_000_000;
+/// Lines per window for agent lifecycle kinds.
+const LIFECYCLE_BUDGET: u32 = 100;
+
+#[derive(Clone, Copy, Default)]
+struct Window {
+    start: Option<u64>,
+    used: u32,
+    suppressed: u64,
+}
 
 /// Logs events through `tracing`.
 #[derive(Default)]
 pub struct LogSink {
-    /// (last logged at, suppressed since) per kind index.
-    limiter: [(Option<u64>, u64); 24],
+    limiter: [Window; 24],
 }
 
 fn limiter_slot(e: &Event) -> usize {
@@ -30,6 +40,9 @@ fn limiter_slot(e: &Event) -> usize {
         Event::ClockRegression { .. } => 10,
         Event::NonceWrap { .. } => 11,
         Event::NewLife { .. } => 12,
+        Event::Stall { .. } => 13,
+        Event::Recovered { .. } => 14,
+        Event::Exit { .. } => 15,
         _ => 23,
     }
 }
@@ -40,21 +53,20 @@ impl LogSink {
         LogSink::default()
     }
 
-    /// True if this occurrence may be logged; returns how many were
-    /// suppressed since the last logged one.
-    fn allow(&mut self, at_ns: u64, e: &Event) -> Option<u64> {
-        let slot = &mut self.limiter[limiter_slot(e)];
-        match slot.0 {
-            Some(last) if at_ns.saturating_sub(last) < QUIET_NS => {
-                slot.1 += 1;
-                None
-            }
-            _ => {
-                let suppressed = slot.1;
-                *slot = (Some(at_ns), 0);
-                Some(suppressed)
-            }
+    /// Whether this occurrence may be logged (`budget` lines per window);
+    /// if so, how many were suppressed since the last logged one.
+    fn allow(&mut self, at_ns: u64, e: &Event, budget: u32) -> Option<u64> {
+        let w = &mut self.limiter[limiter_slot(e)];
+        if w.start.is_none_or(|s| at_ns.saturating_sub(s) >= WINDOW_NS) {
+            w.start = Some(at_ns);
+            w.used = 0;
         }
+        if w.used >= budget {
+            w.suppressed += 1;
+            return None;
+        }
+        w.used += 1;
+        Some(std::mem::take(&mut w.suppressed))
     }
 }
 
@@ -64,23 +76,37 @@ impl Sink for LogSink {
             Event::Beat { .. } => {}
             Event::Stall {
                 pid, last_beat_ns, ..
-            } => tracing::warn!(
-                pid,
-                silent_ms = at_ns.saturating_sub(last_beat_ns) / 1_000_000,
-                "agent stalled"
-            ),
+            } => {
+                if let Some(suppressed) = self.allow(at_ns, event, LIFECYCLE_BUDGET) {
+                    tracing::warn!(
+                        pid,
+                        silent_ms = at_ns.saturating_sub(last_beat_ns) / 1_000_000,
+                        suppressed,
+                        "agent stalled"
+                    );
+                }
+            }
             Event::Recovered { pid, silent_ns, .. } => {
-                tracing::info!(pid, silent_ms = silent_ns / 1_000_000, "agent recovered")
+                if let Some(suppressed) = self.allow(at_ns, event, LIFECYCLE_BUDGET) {
+                    tracing::info!(
+                        pid,
+                        silent_ms = silent_ns / 1_000_000,
+                        suppressed,
+                        "agent recovered"
+                    );
+                }
             }
             Event::Exit { pid, payload, .. } => {
-                tracing::warn!(pid, payload, "agent sent its dying gasp (exit)")
+                if let Some(suppressed) = self.allow(at_ns, event, LIFECYCLE_BUDGET) {
+                    tracing::warn!(pid, payload, suppressed, "agent sent its dying gasp (exit)");
+                }
             }
             Event::ClockJump { forward_ns } => tracing::warn!(
                 forward_ms = forward_ns / 1_000_000,
                 "observer woke late (suspend or VM pause?); agents get one threshold of grace"
             ),
             ref other => {
-                if let Some(suppressed) = self.allow(at_ns, other) {
+                if let Some(suppressed) = self.allow(at_ns, other, 1) {
                     tracing::warn!(
                         kind = other.kind(),
                         pid = other.pid(),
@@ -102,11 +128,23 @@ mod tests {
     fn rate_limits_per_kind() {
         let mut s = LogSink::new();
         let e = Event::Ctrunc;
-        assert_eq!(s.allow(0, &e), Some(0));
-        assert_eq!(s.allow(1, &e), None);
-        assert_eq!(s.allow(2, &e), None);
-        assert_eq!(s.allow(QUIET_NS, &e), Some(2));
+        assert_eq!(s.allow(0, &e, 1), Some(0));
+        assert_eq!(s.allow(1, &e, 1), None);
+        assert_eq!(s.allow(2, &e, 1), None);
+        assert_eq!(s.allow(WINDOW_NS, &e, 1), Some(2));
         // Another kind has its own budget.
-        assert_eq!(s.allow(1, &Event::Io { errno: 5 }), Some(0));
+        assert_eq!(s.allow(1, &Event::Io { errno: 5 }, 1), Some(0));
+        // Lifecycle kinds get a larger budget per window.
+        let stall = Event::Stall {
+            pid: 5,
+            last_nonce: 1,
+            last_beat_ns: 0,
+            origin: crate::events::Origin::KernelAttested,
+        };
+        let logged = (0..500)
+            .filter(|i| s.allow(*i, &stall, LIFECYCLE_BUDGET).is_some())
+            .count();
+        assert_eq!(logged, LIFECYCLE_BUDGET as usize);
+        assert_eq!(s.allow(WINDOW_NS, &stall, LIFECYCLE_BUDGET), Some(400));
     }
 }

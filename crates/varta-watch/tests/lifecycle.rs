@@ -171,3 +171,21 @@ fn paused_observer_gives_grace_instead_of_mass_stall() {
         obs.lines()
     );
 }
+
+#[test]
+fn dead_sender_with_a_queued_beat_is_normal_input() {
+    // The original 0.2.0 observer panics here; for us a dying agent is
+    // ordinary: the queued beat is accepted and the silence becomes a stall.
+    let obs = Observer::start(&["--threshold-ms", "200"]);
+    obs.signal(Signal::SIGSTOP);
+    let mut agent = spawn_agent("once", &obs.socket, 10);
+    let pid = agent.id();
+    assert!(agent.wait().unwrap().success());
+    obs.signal(Signal::SIGCONT);
+    obs.wait_for("beat", Some(pid));
+    obs.wait_for("stall", Some(pid));
+    // Still serving.
+    let s = obs.raw();
+    s.send(&[1, 2, 3]).unwrap();
+    obs.wait_for("decode", None);
+}

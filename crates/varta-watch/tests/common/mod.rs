@@ -50,6 +50,21 @@ pub fn maybe_run_agent() {
             }
             panic!("agent panics on purpose");
         }
+        "once" => {
+            let mut agent = varta_client::Varta::connect(&socket).expect("connect");
+            assert_eq!(
+                agent.beat(varta_client::Status::Ok, 1),
+                varta_client::BeatOutcome::Sent
+            );
+        }
+        "upstream" => {
+            // An agent built with the original varta-client 0.2.0.
+            let mut agent = upstream_client::Varta::connect(&socket).expect("connect");
+            loop {
+                let _ = agent.beat(upstream_client::Status::Degraded, 7);
+                std::thread::sleep(interval);
+            }
+        }
         other => panic!("unknown agent mode {other}"),
     }
 }

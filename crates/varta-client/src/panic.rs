@@ -50,17 +50,22 @@ pub(crate) fn terminal_frame() -> [u8; 32] {
     .to_bytes()
 }
 
+/// What the hook does before chaining: one terminal frame, best effort.
+/// Allocation-free (checked by a counting-allocator test).
+fn gasp<T: BeatTransport>(transport: &Mutex<T>) {
+    let frame = terminal_frame();
+    // A poisoned lock only means another thread panicked mid-send; the
+    // transport is still usable for a best-effort gasp.
+    let mut t = transport.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = t.send(&frame);
+}
+
 fn install_with<T: BeatTransport>(transport: T) {
     EPOCH.get_or_init(Instant::now);
     let transport = Mutex::new(transport);
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let frame = terminal_frame();
-        // A poisoned lock only means another thread panicked mid-send; the
-        // transport is still usable for a best-effort gasp.
-        let mut t = transport.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = t.send(&frame);
-        drop(t);
+        gasp(&transport);
         previous(info);
     }));
 }
@@ -107,6 +112,56 @@ pub fn install_panic_handler_secure_udp_with_master(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts allocations made by the current thread while enabled.
+    mod counting {
+        #![allow(unsafe_code)]
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            pub static ON: Cell<bool> = const { Cell::new(false) };
+            pub static COUNT: Cell<u64> = const { Cell::new(0) };
+        }
+
+        pub struct Counting;
+
+        // SAFETY: forwards every call to the system allocator unchanged.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                if ON.with(Cell::get) {
+                    COUNT.with(|c| c.set(c.get() + 1));
+                }
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        #[global_allocator]
+        static GLOBAL: Counting = Counting;
+    }
+
+    #[test]
+    fn gasp_does_not_allocate() {
+        let dir = std::env::temp_dir().join(format!("varta-gasp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("obs.sock");
+        let _ = std::fs::remove_file(&path);
+        let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let transport = Mutex::new(UdsTransport::connect(&path).unwrap());
+        counting::COUNT.with(|c| c.set(0));
+        counting::ON.with(|c| c.set(true));
+        for _ in 0..100 {
+            gasp(&transport);
+        }
+        counting::ON.with(|c| c.set(false));
+        assert_eq!(counting::COUNT.with(std::cell::Cell::get), 0);
+        let mut buf = [0u8; 64];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 32);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn terminal_frames_strictly_newer() {

@@ -25,7 +25,7 @@ use varta_watch::config::Config;
 use varta_watch::daemon::Daemon;
 use varta_watch::events::{Event, EventBus, Sink};
 use varta_watch::export::counters::{Counters, CountingSink};
-use varta_watch::tracker::{Incoming, NoProbe, Tracker, TrackerSettings};
+use varta_watch::tracker::{Incoming, NoProbe, Tracker, TrackerSettings, Verdict};
 
 const SENDER_ENV: &str = "VARTA_BENCH_SENDER";
 const SECS_ENV: &str = "VARTA_BENCH_SECS";
@@ -294,36 +294,41 @@ fn bench_scale() {
         let mut bus = EventBus::new();
         bus.add(Box::new(CountingSink::new(Arc::new(Counters::default()))));
         let mut now = 0u64;
-        let beat = |t: &mut Tracker, bus: &mut EventBus, now: u64, pid: u32, nonce: u64| {
-            t.on_frame(
-                now,
-                Incoming {
+        // Frames reach the tracker in recvmmsg-sized batches, as from the socket.
+        let mut verdicts = [Verdict::Dropped; 32];
+        let mut run = |t: &mut Tracker, bus: &mut EventBus, now: u64, pids: &[u32], nonce: u64| {
+            let mut batch = Vec::with_capacity(32);
+            for (k, chunk) in pids.chunks(32).enumerate() {
+                batch.clear();
+                batch.extend(chunk.iter().map(|&pid| Incoming {
                     pid,
                     frame: Frame::new(Status::Ok, pid, nonce, nonce, 0),
                     origin: varta_watch::events::Origin::KernelAttested,
                     pidns: None,
-                },
-                &mut NoProbe,
-                bus,
-            );
+                }));
+                t.on_batch(
+                    now + k as u64,
+                    &batch,
+                    &mut NoProbe,
+                    bus,
+                    &mut verdicts[..batch.len()],
+                );
+            }
         };
-        for pid in 0..n {
-            beat(&mut t, &mut bus, now, pid + 2, 1);
-        }
+        let pids: Vec<u32> = (2..n + 2).collect();
+        run(&mut t, &mut bus, now, &pids, 1);
         let added = rss_bytes().saturating_sub(before);
         let mut rounds = Vec::new();
         for r in 0..3u64 {
             // One simulated second per round: every agent beats once (1 Hz).
             now += 1_000_000_000;
             let start = Instant::now();
-            for pid in 0..n {
-                beat(&mut t, &mut bus, now + u64::from(pid), pid + 2, r + 2);
-            }
+            run(&mut t, &mut bus, now, &pids, r + 2);
             rounds.push(start.elapsed().as_nanos() as f64 / f64::from(n));
         }
         // Random beat order: every beat lands on a cold slot and index entry
         // once the table outgrows the CPU caches.
-        let mut order: Vec<u32> = (0..n).collect();
+        let mut order = pids.clone();
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for i in (1..order.len()).rev() {
             x ^= x << 13;
@@ -335,9 +340,7 @@ fn bench_scale() {
         for r in 0..3u64 {
             now += 1_000_000_000;
             let start = Instant::now();
-            for (k, &pid) in order.iter().enumerate() {
-                beat(&mut t, &mut bus, now + k as u64, pid + 2, r + 10);
-            }
+            run(&mut t, &mut bus, now, &order, r + 10);
             shuffled.push(start.elapsed().as_nanos() as f64 / f64::from(n));
         }
         let start = Instant::now();

@@ -92,6 +92,14 @@ pub struct UdsListener {
 /// Datagrams per `recvmmsg` call.
 const BATCH: usize = 32;
 
+/// Placeholder for unused batch entries.
+const EMPTY_INCOMING: Incoming = Incoming {
+    pid: 0,
+    frame: Frame::new(varta_vlp::Status::Ok, 0, 0, 0, 0),
+    origin: Origin::KernelAttested,
+    pidns: None,
+};
+
 /// What one received datagram carried besides its bytes.
 #[derive(Clone, Copy, Default)]
 struct Meta {
@@ -288,16 +296,38 @@ impl UdsListener {
                 }
             };
             out.datagrams += received as u32;
+            let mut batch = [EMPTY_INCOMING; BATCH];
+            let mut n = 0;
             for (i, m) in meta[..received].iter().enumerate() {
                 if m.ctrunc {
                     bus.emit(now_ns, Event::Ctrunc);
                     continue;
                 }
                 let buf = self.bufs[i];
-                if self.attest(now_ns, m.len, &buf, m.cred, tracker, bus) == Verdict::CrossNamespace
-                {
-                    out.cross_namespace = m.cred.map(|(pid, _)| pid.unsigned_abs());
+                match self.attest(now_ns, m.len, &buf, m.cred, bus) {
+                    Ok(inc) => {
+                        batch[n] = inc;
+                        n += 1;
+                    }
+                    Err(Verdict::CrossNamespace) => {
+                        out.cross_namespace = m.cred.map(|(pid, _)| pid.unsigned_abs());
+                    }
+                    Err(_) => {}
                 }
+            }
+            let mut verdicts = [Verdict::Dropped; BATCH];
+            tracker.on_batch(
+                now_ns,
+                &batch[..n],
+                &mut self.procfs,
+                bus,
+                &mut verdicts[..n],
+            );
+            if let Some(i) = verdicts[..n]
+                .iter()
+                .position(|v| *v == Verdict::CrossNamespace)
+            {
+                out.cross_namespace = Some(batch[i].pid);
             }
             // Fewer than a full batch means the queue was empty when the
             // kernel looked; a datagram arriving later raises a new
@@ -310,19 +340,19 @@ impl UdsListener {
         out
     }
 
-    /// Spec §3 checks for one datagram, then the tracker.
+    /// Spec §3 checks for one datagram: the frame ready for the tracker,
+    /// or why it was dropped (already reported on the bus).
     fn attest(
         &mut self,
         now_ns: u64,
         len: usize,
         buf: &[u8; 64],
         cred: Option<(i32, u32)>,
-        tracker: &mut Tracker,
         bus: &mut EventBus,
-    ) -> Verdict {
+    ) -> Result<Incoming, Verdict> {
         let reject = |bus: &mut EventBus, pid: u32, reason| {
             bus.emit(now_ns, Event::Rejected { pid, reason });
-            Verdict::Dropped
+            Err(Verdict::Dropped)
         };
         let Some((kpid, uid)) = cred else {
             return reject(bus, 0, RejectReason::NoCredentials);
@@ -338,7 +368,7 @@ impl UdsListener {
                     len: u32::try_from(len).unwrap_or(u32::MAX),
                 },
             );
-            return Verdict::Dropped;
+            return Err(Verdict::Dropped);
         }
         let mut wire = [0u8; FRAME_LEN];
         wire.copy_from_slice(&buf[..FRAME_LEN]);
@@ -346,7 +376,7 @@ impl UdsListener {
             Ok(f) => f,
             Err(e) => {
                 bus.emit(now_ns, Event::DecodeError(e));
-                return Verdict::Dropped;
+                return Err(Verdict::Dropped);
             }
         };
         if kpid == 0 {
@@ -371,7 +401,7 @@ impl UdsListener {
                                 reason: RejectReason::CrossNamespace,
                             },
                         );
-                        return Verdict::CrossNamespace;
+                        return Err(Verdict::CrossNamespace);
                     }
                     pidns = Some(ns);
                 }
@@ -383,21 +413,16 @@ impl UdsListener {
                             kernel_pid: kpid,
                         },
                     );
-                    return Verdict::Dropped;
+                    return Err(Verdict::Dropped);
                 }
             }
         }
-        tracker.on_frame(
-            now_ns,
-            Incoming {
-                pid: kpid,
-                frame,
-                origin: Origin::KernelAttested,
-                pidns,
-            },
-            &mut self.procfs,
-            bus,
-        )
+        Ok(Incoming {
+            pid: kpid,
+            frame,
+            origin: Origin::KernelAttested,
+            pidns,
+        })
     }
 
     /// Removes the socket file if it is still the one we bound (same device

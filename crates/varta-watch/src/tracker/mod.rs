@@ -249,6 +249,49 @@ impl Tracker {
         raised
     }
 
+    /// Applies [`Tracker::on_frame`] to a batch (one `recvmmsg` worth), in
+    /// order, writing one verdict per frame into `verdicts`.
+    ///
+    /// Before the real work, the batch's index entries, slots and list
+    /// neighbours are read in independent passes. With a million agents
+    /// those are DRAM misses; issued back to back, the CPU overlaps them
+    /// (memory-level parallelism) instead of paying each one in sequence
+    /// inside the dependent per-frame logic. Safe code, no intrinsics.
+    pub fn on_batch(
+        &mut self,
+        now_ns: u64,
+        batch: &[Incoming],
+        probe: &mut dyn ProcessProbe,
+        bus: &mut EventBus,
+        verdicts: &mut [Verdict],
+    ) {
+        const WARM: usize = 64;
+        for (chunk, out) in batch.chunks(WARM).zip(verdicts.chunks_mut(WARM)) {
+            let mut idx = [NIL; WARM];
+            for (slot, inc) in idx.iter_mut().zip(chunk) {
+                *slot = self.index.get(inc.pid).unwrap_or(NIL);
+            }
+            let mut sink = 0u32;
+            let mut links = [(NIL, NIL); WARM];
+            for (l, &i) in links.iter_mut().zip(&idx) {
+                if let Some(s) = self.slots.get(i as usize) {
+                    *l = (lists::Linked::prev(s), lists::Linked::next(s));
+                }
+            }
+            for &(p, n) in &links {
+                for j in [p, n] {
+                    if let Some(s) = self.slots.get(j as usize) {
+                        sink ^= s.pid;
+                    }
+                }
+            }
+            std::hint::black_box(sink);
+            for (inc, v) in chunk.iter().zip(out.iter_mut()) {
+                *v = self.on_frame(now_ns, *inc, probe, bus);
+            }
+        }
+    }
+
     /// Applies spec §4 to one frame.
     pub fn on_frame(
         &mut self,

@@ -1,0 +1,355 @@
+//! `varta-bench` — head-to-head benchmarks of this workspace's observer and
+//! client against the original varta 0.2.0 from crates.io. See BENCHMARKS.md
+//! at the repository root for what each scenario measures and the goals.
+
+#![forbid(unsafe_code)]
+
+mod exportfile;
+mod machine;
+mod procs;
+mod scenarios;
+mod sender;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::procs::{Binaries, Res};
+use crate::stats::Goal;
+
+const NOT_YET: &str = "\
+Scenarios not implemented yet:
+  ingest-udp   arrives with the UDP listener
+  scrape       arrives with the metrics endpoint
+
+The original observer is built once from crates.io into $VARTA_BENCH_CACHE
+(default <workspace>/target/varta-bench-cache); ours is target/release/varta-watch.";
+
+/// Head-to-head benchmarks: this workspace's varta-watch / varta-client
+/// against the original 0.2.0. Each scenario prints a markdown table
+/// (median of the repetitions, with min and max) and GOAL lines.
+#[derive(Parser, Debug)]
+#[command(name = "varta-bench", version, after_help = NOT_YET)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+
+    /// Repetitions per measurement; tables show their median, min and max.
+    #[arg(long, global = true, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    reps: u32,
+
+    /// Also write the results as JSON to this file.
+    #[arg(long, global = true, value_name = "PATH")]
+    json: Option<PathBuf>,
+
+    /// Short durations and smaller sizes, for smoke runs (explicit knobs still win).
+    #[arg(long, global = true)]
+    quick: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// UDS ingest: accepted frames/s with N sender processes beating flat out,
+    /// ours vs the original vs a raw recvmsg drain.
+    IngestUds(IngestArgs),
+    /// Stall detection overshoot, measured outside the observer: agents are
+    /// SIGKILLed at random times, stall seen in the export − last beat − threshold.
+    Detect(DetectArgs),
+    /// Our tracker in-process at 10 k / 100 k / 1 M agents: RSS, ns per beat,
+    /// stall-scan tick cost, ns per stall.
+    Scale(ScaleArgs),
+    /// CPU use of each observer with agents beating at 1 Hz.
+    Idle(IdleArgs),
+    /// Client beat(): ours vs raw send(2) vs the original client, ns per call.
+    Beat(BeatArgs),
+    /// Every scenario above, in that order.
+    All(AllArgs),
+    /// (internal) one agent process used as load generator.
+    #[command(hide = true)]
+    Sender(SenderCli),
+    /// (internal) one tracker scale measurement in a fresh process.
+    #[command(hide = true)]
+    ScaleWorker(ScaleWorkerCli),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct IngestArgs {
+    /// Sender processes [default: 64; --quick 8].
+    #[arg(long)]
+    pub senders: Option<usize>,
+    /// Measurement window per repetition and receiver, seconds [default: 3; --quick 1].
+    #[arg(long)]
+    pub secs: Option<f64>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct DetectArgs {
+    /// Agents per repetition, each killed once [default: 40; --quick 10].
+    #[arg(long)]
+    pub agents: Option<usize>,
+    /// Seconds over which the kills are spread [default: 8; --quick 3].
+    #[arg(long)]
+    pub detect_secs: Option<f64>,
+    /// Stall threshold given to both observers, ms.
+    #[arg(long, default_value_t = 500)]
+    pub threshold_ms: u64,
+    /// Beat interval of the agents, ms.
+    #[arg(long, default_value_t = 100)]
+    pub interval_ms: u64,
+    /// Seed of the kill-time PRNG (repetition r uses seed + r).
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ScaleArgs {
+    /// Tracker sizes (agents) [default: 10000,100000,1000000; --quick 10000,1000000].
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Option<Vec<u32>>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct IdleArgs {
+    /// Agents beating at 1 Hz [default: 50; --quick 10].
+    #[arg(long)]
+    pub idle_agents: Option<usize>,
+    /// Measurement window, seconds [default: 30; --quick 3].
+    #[arg(long)]
+    pub idle_secs: Option<f64>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct BeatArgs {
+    /// Calls per variant per round [default: 10000; --quick 1000].
+    #[arg(long)]
+    pub calls: Option<usize>,
+    /// Interleaved rounds (raw, ours, original) per repetition [default: 20; --quick 4].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct AllArgs {
+    #[command(flatten, next_help_heading = "ingest-uds")]
+    ingest: IngestArgs,
+    #[command(flatten, next_help_heading = "detect")]
+    detect: DetectArgs,
+    #[command(flatten, next_help_heading = "scale")]
+    scale: ScaleArgs,
+    #[command(flatten, next_help_heading = "idle")]
+    idle: IdleArgs,
+    #[command(flatten, next_help_heading = "beat")]
+    beat: BeatArgs,
+}
+
+#[derive(Args, Debug)]
+struct SenderCli {
+    /// Observer socket; repeat to beat several observers from one pid.
+    #[arg(long = "socket", required = true)]
+    sockets: Vec<PathBuf>,
+    /// Beat every N ms instead of flat out.
+    #[arg(long)]
+    interval_ms: Option<u64>,
+    /// Report (nonce, CLOCK_MONOTONIC ns) of every delivered beat on stdout.
+    #[arg(long)]
+    report: bool,
+    /// Exit after this long even if nobody kills us.
+    #[arg(long)]
+    lifetime_ms: u64,
+}
+
+#[derive(Args, Debug)]
+struct ScaleWorkerCli {
+    #[arg(long)]
+    agents: u32,
+}
+
+/// Settings every scenario gets.
+pub struct Common {
+    pub reps: u32,
+    pub quick: bool,
+}
+
+/// One scenario's results: its JSON and its goals.
+#[derive(Serialize)]
+pub struct Outcome {
+    pub scenario: &'static str,
+    pub results: serde_json::Value,
+    pub goals: Vec<Goal>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: machine::Machine,
+    reps: u32,
+    quick: bool,
+    scenarios: Vec<Outcome>,
+    errors: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Sender(s) => {
+            let args = sender::SenderArgs {
+                sockets: s.sockets,
+                interval_ms: s.interval_ms,
+                report: s.report,
+                lifetime: Duration::from_millis(s.lifetime_ms),
+            };
+            return match sender::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("varta-bench sender: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Cmd::ScaleWorker(w) => {
+            return match scenarios::scale::worker(w.agents) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("varta-bench scale-worker: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
+    let common = Common {
+        reps: cli.reps,
+        quick: cli.quick,
+    };
+    if common.reps < 3 {
+        eprintln!(
+            "varta-bench: note: --reps {} < 3; medians need at least 3",
+            common.reps
+        );
+    }
+    let machine = machine::Machine::describe();
+    println!(
+        "# varta-bench{}\n",
+        if common.quick { " (--quick)" } else { "" }
+    );
+    println!("{}\n", machine.line());
+
+    let plan: Vec<Scenario> = match &cli.cmd {
+        Cmd::IngestUds(a) => vec![Scenario::Ingest(a.clone())],
+        Cmd::Detect(a) => vec![Scenario::Detect(a.clone())],
+        Cmd::Scale(a) => vec![Scenario::Scale(a.clone())],
+        Cmd::Idle(a) => vec![Scenario::Idle(a.clone())],
+        Cmd::Beat(a) => vec![Scenario::Beat(a.clone())],
+        Cmd::All(a) => vec![
+            Scenario::Ingest(a.ingest.clone()),
+            Scenario::Detect(a.detect.clone()),
+            Scenario::Scale(a.scale.clone()),
+            Scenario::Idle(a.idle.clone()),
+            Scenario::Beat(a.beat.clone()),
+        ],
+        Cmd::Sender(_) | Cmd::ScaleWorker(_) => unreachable!("handled above"),
+    };
+
+    let mut report = Report {
+        machine,
+        reps: common.reps,
+        quick: common.quick,
+        scenarios: Vec::new(),
+        errors: Vec::new(),
+    };
+    // Observer binaries are needed only by the scenarios that run them.
+    let mut bins: Option<Result<Binaries, String>> = None;
+    for sc in plan {
+        let result = run_scenario(&sc, &common, &mut bins);
+        match result {
+            Ok(outcome) => {
+                println!();
+                for g in &outcome.goals {
+                    println!("{}", g.line());
+                }
+                println!();
+                report.scenarios.push(outcome);
+            }
+            Err(e) => {
+                let msg = format!("{}: {e}", sc.name());
+                eprintln!("varta-bench: error in {msg}");
+                report.errors.push(msg);
+            }
+        }
+    }
+
+    let all_goals: Vec<&Goal> = report.scenarios.iter().flat_map(|o| &o.goals).collect();
+    if all_goals.len() > 1 {
+        println!("## Goals");
+        for g in &all_goals {
+            println!("{}", g.line());
+        }
+    }
+    if !report.errors.is_empty() {
+        println!("\n## Errors");
+        for e in &report.errors {
+            println!("ERROR {e}");
+        }
+    }
+    if let Some(path) = &cli.json {
+        let written = serde_json::to_string_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|s| std::fs::write(path, s + "\n").map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => eprintln!("varta-bench: results written to {}", path.display()),
+            Err(e) => {
+                eprintln!("varta-bench: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+enum Scenario {
+    Ingest(IngestArgs),
+    Detect(DetectArgs),
+    Scale(ScaleArgs),
+    Idle(IdleArgs),
+    Beat(BeatArgs),
+}
+
+impl Scenario {
+    fn name(&self) -> &'static str {
+        match self {
+            Scenario::Ingest(_) => "ingest-uds",
+            Scenario::Detect(_) => "detect",
+            Scenario::Scale(_) => "scale",
+            Scenario::Idle(_) => "idle",
+            Scenario::Beat(_) => "beat",
+        }
+    }
+}
+
+/// Resolves (finds or builds) the observers once; a failure is remembered
+/// so `all` does not retry a 5-minute build for every scenario.
+fn binaries(cache: &mut Option<Result<Binaries, String>>) -> Res<Binaries> {
+    let r = cache.get_or_insert_with(|| Binaries::resolve().map_err(|e| e.to_string()));
+    Ok(r.clone()?)
+}
+
+fn run_scenario(
+    sc: &Scenario,
+    common: &Common,
+    bins: &mut Option<Result<Binaries, String>>,
+) -> Res<Outcome> {
+    match sc {
+        Scenario::Ingest(a) => scenarios::ingest::run(a, common, &binaries(bins)?),
+        Scenario::Detect(a) => scenarios::detect::run(a, common, &binaries(bins)?),
+        Scenario::Scale(a) => scenarios::scale::run(a, common),
+        Scenario::Idle(a) => scenarios::idle::run(a, common, &binaries(bins)?),
+        Scenario::Beat(a) => scenarios::beat::run(a, common),
+    }
+}

@@ -1,0 +1,65 @@
+//! One module per scenario; each returns its results and goals.
+
+pub mod beat;
+pub mod detect;
+pub mod idle;
+pub mod ingest;
+pub mod scale;
+
+/// A markdown table printed with padded columns (readable raw and rendered).
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Table {
+        Table {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn print(&self) {
+        let cols = self.header.len();
+        let width = |c: usize| {
+            self.rows
+                .iter()
+                .filter_map(|r| r.get(c))
+                .chain(std::iter::once(&self.header[c]))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..cols).map(width).collect();
+        let line = |cells: &[String]| {
+            let mut s = String::from("|");
+            for (c, w) in widths.iter().enumerate() {
+                let cell = cells.get(c).map_or("", String::as_str);
+                let pad = w - cell.chars().count();
+                s.push_str(&format!(" {cell}{} |", " ".repeat(pad)));
+            }
+            s
+        };
+        println!("{}", line(&self.header));
+        let mut sep = String::from("|");
+        for w in &widths {
+            sep.push_str(&format!("{}|", "-".repeat(w + 2)));
+        }
+        println!("{sep}");
+        for r in &self.rows {
+            println!("{}", line(r));
+        }
+    }
+}
+
+/// The variants in their order for repetition `rep`: rotated, so each goes
+/// first in turn and slow drift of the machine hits all alike.
+pub fn rotated<T: Copy>(items: &[T], rep: usize) -> Vec<T> {
+    let n = items.len();
+    (0..n).map(|i| items[(i + rep) % n]).collect()
+}

@@ -222,28 +222,56 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every kind, in [`Event::index`] order: lets counters and limiters
+    /// keep one array slot per kind instead of a map.
+    pub const KINDS: [&'static str; 18] = [
+        "beat",
+        "stall",
+        "recovered",
+        "exit",
+        "auth_failure",
+        "origin_conflict",
+        "namespace_conflict",
+        "decode_error",
+        "truncated",
+        "rejected",
+        "eviction",
+        "capacity_exceeded",
+        "new_life",
+        "nonce_wrap",
+        "ctrunc",
+        "io",
+        "clock_regression",
+        "clock_jump",
+    ];
+
+    /// Position of this event's kind in [`Event::KINDS`].
+    pub const fn index(&self) -> usize {
+        match self {
+            Event::Beat { .. } => 0,
+            Event::Stall { .. } => 1,
+            Event::Recovered { .. } => 2,
+            Event::Exit { .. } => 3,
+            Event::AuthFailure { .. } => 4,
+            Event::OriginConflict { .. } => 5,
+            Event::NamespaceConflict { .. } => 6,
+            Event::DecodeError(_) => 7,
+            Event::Truncated { .. } => 8,
+            Event::Rejected { .. } => 9,
+            Event::Eviction { .. } => 10,
+            Event::CapacityExceeded { .. } => 11,
+            Event::NewLife { .. } => 12,
+            Event::NonceWrap { .. } => 13,
+            Event::Ctrunc => 14,
+            Event::Io { .. } => 15,
+            Event::ClockRegression { .. } => 16,
+            Event::ClockJump { .. } => 17,
+        }
+    }
+
     /// Stable snake_case kind used by exports and counters.
     pub const fn kind(&self) -> &'static str {
-        match self {
-            Event::Beat { .. } => "beat",
-            Event::Stall { .. } => "stall",
-            Event::Recovered { .. } => "recovered",
-            Event::Exit { .. } => "exit",
-            Event::AuthFailure { .. } => "auth_failure",
-            Event::OriginConflict { .. } => "origin_conflict",
-            Event::NamespaceConflict { .. } => "namespace_conflict",
-            Event::DecodeError(_) => "decode_error",
-            Event::Truncated { .. } => "truncated",
-            Event::Rejected { .. } => "rejected",
-            Event::Eviction { .. } => "eviction",
-            Event::CapacityExceeded { .. } => "capacity_exceeded",
-            Event::NewLife { .. } => "new_life",
-            Event::NonceWrap { .. } => "nonce_wrap",
-            Event::Ctrunc => "ctrunc",
-            Event::Io { .. } => "io",
-            Event::ClockRegression { .. } => "clock_regression",
-            Event::ClockJump { .. } => "clock_jump",
-        }
+        Self::KINDS[self.index()]
     }
 
     /// True for the high-volume `beat` kind (exports may batch or skip it).
@@ -380,5 +408,20 @@ impl Recorder {
 impl Sink for Recorder {
     fn on_event(&mut self, at_ns: u64, event: &Event) {
         self.events.borrow_mut().push((at_ns, *event));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_distinct() {
+        let mut kinds = Event::KINDS.to_vec();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), Event::KINDS.len());
+        assert_eq!(Event::Ctrunc.kind(), "ctrunc");
+        assert_eq!(Event::ClockJump { forward_ns: 1 }.index(), 17);
     }
 }

@@ -44,6 +44,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 use varta_vlp::NONCE_TERMINAL;
 
+use super::limit::RateLimit;
 use crate::config::{ExportConfig, ExportFormat};
 use crate::events::{Event, Sink};
 
@@ -161,31 +162,6 @@ pub struct FileExportStats {
     pub syncs: u64,
 }
 
-/// Lets one warning through per [`WARN_INTERVAL`] and remembers how many it
-/// held back, so the next warning can say so.
-#[derive(Default)]
-struct WarnLimiter {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl WarnLimiter {
-    /// `Some(suppressed since the last warning)` when a warning may be
-    /// logged now.
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < WARN_INTERVAL)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 /// The file export sink. See the [module docs](self).
 pub struct FileExport {
     path: PathBuf,
@@ -219,7 +195,10 @@ pub struct FileExport {
     /// Observer time by which `buf` must be written.
     flush_due_ns: Option<u64>,
     counters: Arc<FileExportCounters>,
-    warn: WarnLimiter,
+    warn: RateLimit,
+    /// Time origin for the warning limiter (warnings arise outside
+    /// `on_event`, where no observer time is at hand).
+    opened: Instant,
 }
 
 impl FileExport {
@@ -254,7 +233,8 @@ impl FileExport {
             non_beat_pending: false,
             flush_due_ns: None,
             counters: Arc::new(FileExportCounters::default()),
-            warn: WarnLimiter::default(),
+            warn: RateLimit::default(),
+            opened: Instant::now(),
         }
     }
 
@@ -269,7 +249,9 @@ impl FileExport {
     }
 
     fn warn(&mut self, what: &str, err: &dyn fmt::Display) {
-        if let Some(suppressed) = self.warn.allow() {
+        let now = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let interval = u64::try_from(WARN_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
+        if let Some(suppressed) = self.warn.allow(now, interval, 1) {
             tracing::warn!(
                 path = %self.path.display(),
                 error = %err,
@@ -1473,11 +1455,12 @@ mod tests {
 
     #[test]
     fn warnings_are_rate_limited() {
-        let mut w = WarnLimiter::default();
-        assert_eq!(w.allow(), Some(0));
-        assert_eq!(w.allow(), None);
-        assert_eq!(w.allow(), None);
-        w.last = Instant::now().checked_sub(WARN_INTERVAL);
-        assert_eq!(w.allow(), Some(2));
+        // The sink's limiter: one warning per WARN_INTERVAL, the rest counted.
+        let interval = WARN_INTERVAL.as_nanos() as u64;
+        let mut w = RateLimit::default();
+        assert_eq!(w.allow(0, interval, 1), Some(0));
+        assert_eq!(w.allow(1, interval, 1), None);
+        assert_eq!(w.allow(2, interval, 1), None);
+        assert_eq!(w.allow(interval, interval, 1), Some(2));
     }
 }

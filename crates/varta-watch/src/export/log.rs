@@ -5,46 +5,18 @@
 //! are counted and reported with the next logged one. The export file and
 //! counters always have every event.
 
+use super::limit::RateLimit;
 use crate::events::{Event, Sink};
 
 const WINDOW_NS: u64 = 10_000_000_000;
 /// Lines per window for agent lifecycle kinds.
 const LIFECYCLE_BUDGET: u32 = 100;
 
-#[derive(Clone, Copy, Default)]
-struct Window {
-    start: Option<u64>,
-    used: u32,
-    suppressed: u64,
-}
-
 /// Logs events through `tracing`.
 #[derive(Default)]
 pub struct LogSink {
-    limiter: [Window; 24],
-}
-
-fn limiter_slot(e: &Event) -> usize {
-    // Each rate-limited kind gets its own budget.
-    match e {
-        Event::AuthFailure { .. } => 0,
-        Event::OriginConflict { .. } => 1,
-        Event::NamespaceConflict { .. } => 2,
-        Event::DecodeError(_) => 3,
-        Event::Truncated { .. } => 4,
-        Event::Rejected { .. } => 5,
-        Event::Eviction { .. } => 6,
-        Event::CapacityExceeded { .. } => 7,
-        Event::Ctrunc => 8,
-        Event::Io { .. } => 9,
-        Event::ClockRegression { .. } => 10,
-        Event::NonceWrap { .. } => 11,
-        Event::NewLife { .. } => 12,
-        Event::Stall { .. } => 13,
-        Event::Recovered { .. } => 14,
-        Event::Exit { .. } => 15,
-        _ => 23,
-    }
+    /// One limiter per event kind, indexed by [`Event::index`].
+    limiter: [RateLimit; Event::KINDS.len()],
 }
 
 impl LogSink {
@@ -56,17 +28,7 @@ impl LogSink {
     /// Whether this occurrence may be logged (`budget` lines per window);
     /// if so, how many were suppressed since the last logged one.
     fn allow(&mut self, at_ns: u64, e: &Event, budget: u32) -> Option<u64> {
-        let w = &mut self.limiter[limiter_slot(e)];
-        if w.start.is_none_or(|s| at_ns.saturating_sub(s) >= WINDOW_NS) {
-            w.start = Some(at_ns);
-            w.used = 0;
-        }
-        if w.used >= budget {
-            w.suppressed += 1;
-            return None;
-        }
-        w.used += 1;
-        Some(std::mem::take(&mut w.suppressed))
+        self.limiter[e.index()].allow(at_ns, WINDOW_NS, budget)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod counters;
 pub mod file;
+mod limit;
 pub mod log;
 
 use crate::config::Config;

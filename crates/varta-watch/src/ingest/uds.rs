@@ -165,15 +165,11 @@ fn clear_stale(path: &Path) -> Result<(), BindError> {
     let probe = UnixDatagram::unbound().map_err(io_err("cannot create probe socket for", path))?;
     match probe.connect(path) {
         Ok(()) => Err(BindError::LiveObserver(path.to_path_buf())),
-        Err(e) if e.raw_os_error() == Some(libc_econnrefused()) => {
+        Err(e) if e.raw_os_error() == Some(Errno::ECONNREFUSED as i32) => {
             std::fs::remove_file(path).map_err(io_err("cannot remove stale socket", path))
         }
         Err(e) => Err(io_err("cannot probe existing socket", path)(e)),
     }
-}
-
-const fn libc_econnrefused() -> i32 {
-    Errno::ECONNREFUSED as i32
 }
 
 impl UdsListener {

@@ -66,6 +66,9 @@ enum Cmd {
     Idle(IdleArgs),
     /// Client beat(): ours vs raw send(2) vs the original client, ns per call.
     Beat(BeatArgs),
+    /// Recovery: stall → recovery command exec'd, ours vs the original under
+    /// load; and our stall overshoot with a slow audit fsync (test-hooks).
+    Recovery(RecoveryArgs),
     /// Every scenario above, in that order.
     All(AllArgs),
     /// (internal) one agent process used as load generator.
@@ -133,6 +136,32 @@ pub struct BeatArgs {
 }
 
 #[derive(Args, Debug, Clone, Default)]
+pub struct RecoveryArgs {
+    /// Agents beating every --recovery-interval-ms for the whole run [default: 200; --quick 40].
+    #[arg(long)]
+    pub load_agents: Option<usize>,
+    /// Further agents, each falling silent (alive) once [default: 50; --quick 10].
+    #[arg(long)]
+    pub stall_agents: Option<usize>,
+    /// Seconds over which the agents fall silent [default: 4; --quick 2].
+    #[arg(long)]
+    pub stall_secs: Option<f64>,
+    /// Stall threshold given to the observers, ms.
+    #[arg(long, default_value_t = 500)]
+    pub recovery_threshold_ms: u64,
+    /// Beat interval of every agent, ms.
+    #[arg(long, default_value_t = 100)]
+    pub recovery_interval_ms: u64,
+    /// Extra ms per audit fdatasync in part 2 (our test-hooks build's
+    /// VARTA_TEST_AUDIT_FSYNC_DELAY_MS).
+    #[arg(long, default_value_t = 200)]
+    pub fsync_delay_ms: u64,
+    /// Seed of the stop-time PRNG (repetition r uses seed + r).
+    #[arg(long, default_value_t = 0x5eed)]
+    pub recovery_seed: u64,
+}
+
+#[derive(Args, Debug, Clone, Default)]
 struct AllArgs {
     #[command(flatten, next_help_heading = "ingest-uds")]
     ingest: IngestArgs,
@@ -144,6 +173,8 @@ struct AllArgs {
     idle: IdleArgs,
     #[command(flatten, next_help_heading = "beat")]
     beat: BeatArgs,
+    #[command(flatten, next_help_heading = "recovery")]
+    recovery: RecoveryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -160,6 +191,9 @@ struct SenderCli {
     /// Exit after this long even if nobody kills us.
     #[arg(long)]
     lifetime_ms: u64,
+    /// Stop beating (staying alive) when a byte or EOF arrives on stdin.
+    #[arg(long)]
+    stop_on_stdin: bool,
 }
 
 #[derive(Args, Debug)]
@@ -200,6 +234,7 @@ fn main() -> ExitCode {
                 interval_ms: s.interval_ms,
                 report: s.report,
                 lifetime: Duration::from_millis(s.lifetime_ms),
+                stop_on_stdin: s.stop_on_stdin,
             };
             return match sender::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -243,12 +278,14 @@ fn main() -> ExitCode {
         Cmd::Scale(a) => vec![Scenario::Scale(a.clone())],
         Cmd::Idle(a) => vec![Scenario::Idle(a.clone())],
         Cmd::Beat(a) => vec![Scenario::Beat(a.clone())],
+        Cmd::Recovery(a) => vec![Scenario::Recovery(a.clone())],
         Cmd::All(a) => vec![
             Scenario::Ingest(a.ingest.clone()),
             Scenario::Detect(a.detect.clone()),
             Scenario::Scale(a.scale.clone()),
             Scenario::Idle(a.idle.clone()),
             Scenario::Beat(a.beat.clone()),
+            Scenario::Recovery(a.recovery.clone()),
         ],
         Cmd::Sender(_) | Cmd::ScaleWorker(_) => unreachable!("handled above"),
     };
@@ -319,6 +356,7 @@ enum Scenario {
     Scale(ScaleArgs),
     Idle(IdleArgs),
     Beat(BeatArgs),
+    Recovery(RecoveryArgs),
 }
 
 impl Scenario {
@@ -329,6 +367,7 @@ impl Scenario {
             Scenario::Scale(_) => "scale",
             Scenario::Idle(_) => "idle",
             Scenario::Beat(_) => "beat",
+            Scenario::Recovery(_) => "recovery",
         }
     }
 }
@@ -351,5 +390,6 @@ fn run_scenario(
         Scenario::Scale(a) => scenarios::scale::run(a, common),
         Scenario::Idle(a) => scenarios::idle::run(a, common, &binaries(bins)?),
         Scenario::Beat(a) => scenarios::beat::run(a, common),
+        Scenario::Recovery(a) => scenarios::recovery::run(a, common, &binaries(bins)?),
     }
 }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -118,6 +118,93 @@ fn ours_observer() -> Res<PathBuf> {
         }
     }
     Ok(bin)
+}
+
+/// target/release of this workspace (the harness's own dir when it is a
+/// release build).
+fn release_dir() -> Res<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let exe_dir = exe.parent().ok_or("executable has no parent directory")?;
+    Ok(if exe_dir.file_name().is_some_and(|n| n == "release") {
+        exe_dir.to_path_buf()
+    } else {
+        exe_dir.join("../release")
+    })
+}
+
+/// Runs `cargo <args>` in the workspace under `cargo run` or when `bin` is
+/// missing (as for our observer); a failed build with an existing `bin`
+/// measures that `bin`, with a warning.
+fn cargo_built(bin: PathBuf, args: &[&str]) -> Res<PathBuf> {
+    let under_cargo = std::env::var_os("CARGO").is_some();
+    if !under_cargo && bin.exists() {
+        return Ok(bin);
+    }
+    let shown = format!("cargo {}", args.join(" "));
+    eprintln!("varta-bench: {shown}");
+    let status = Command::new(cargo())
+        .args(args)
+        .current_dir(workspace_root())
+        .status();
+    let ok = matches!(status, Ok(s) if s.success());
+    if !ok && !bin.exists() {
+        return Err(format!(
+            "{} is missing and `{shown}` {}; build it by hand in {}",
+            bin.display(),
+            describe(&status),
+            workspace_root().display()
+        )
+        .into());
+    }
+    if !ok {
+        eprintln!(
+            "varta-bench: warning: the build failed; using the existing {}",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The `recovery` scenario's recovery command, `varta-bench-recovery-probe`
+/// (a second binary of this package, which `cargo run` does not build).
+pub fn recovery_probe() -> Res<PathBuf> {
+    cargo_built(
+        release_dir()?.join("varta-bench-recovery-probe"),
+        &[
+            "build",
+            "--release",
+            "-p",
+            "varta-bench",
+            "--bin",
+            "varta-bench-recovery-probe",
+        ],
+    )
+}
+
+/// Target dir of our observer built with `--features test-hooks`: its own,
+/// so that build never replaces target/release/varta-watch.
+const HOOKS_TARGET: &str = "target/varta-bench-hooks";
+
+/// Our `varta-watch` built with `--features test-hooks` (slow-fsync hook
+/// `VARTA_TEST_AUDIT_FSYNC_DELAY_MS`), in [`HOOKS_TARGET`].
+pub fn ours_with_test_hooks() -> Res<PathBuf> {
+    let dir = workspace_root().join(HOOKS_TARGET);
+    let dir_arg = dir.to_string_lossy().into_owned();
+    cargo_built(
+        dir.join("release/varta-watch"),
+        &[
+            "build",
+            "--release",
+            "-p",
+            "varta-watch",
+            "--bin",
+            "varta-watch",
+            "--features",
+            "test-hooks",
+            "--target-dir",
+            &dir_arg,
+        ],
+    )
 }
 
 /// `$VARTA_BENCH_CACHE`, else `<workspace>/target/varta-bench-cache`.
@@ -239,6 +326,15 @@ pub struct ObserverSpec<'a> {
 
 impl Observer {
     pub fn start(bins: &Binaries, spec: &ObserverSpec) -> Res<Observer> {
+        Observer::start_with_env(bins, spec, &[])
+    }
+
+    /// As [`Observer::start`], with extra environment variables.
+    pub fn start_with_env(
+        bins: &Binaries,
+        spec: &ObserverSpec,
+        env: &[(&str, String)],
+    ) -> Res<Observer> {
         let tag = match spec.which {
             Which::Ours => "ours",
             Which::Original => "orig",
@@ -262,7 +358,8 @@ impl Observer {
                 "--shutdown-after-secs",
                 &spec.lifetime.as_secs().max(1).to_string(),
             ])
-            .args(spec.extra);
+            .args(spec.extra)
+            .envs(env.iter().map(|(k, v)| (k, v)));
         if let Some(e) = &export {
             cmd.arg("--export-file").arg(e);
         }
@@ -350,12 +447,26 @@ pub struct SenderSpec<'a> {
 pub struct Sender {
     pub guard: ChildGuard,
     pub stdout: Option<ChildStdout>,
+    /// With [`spawn_stoppable_senders`]: write a byte (or drop it) and the
+    /// sender stops beating but stays alive.
+    pub stdin: Option<ChildStdin>,
 }
 
 /// Starts `n` senders (re-executions of this binary) and waits until every
 /// one has connected to every socket. Call from the main thread: a sender's
 /// PR_SET_PDEATHSIG fires when the thread that spawned it exits.
 pub fn spawn_senders(n: usize, spec: &SenderSpec) -> Res<Vec<Sender>> {
+    spawn(n, spec, false)
+}
+
+/// As [`spawn_senders`], but each sender falls silent (without exiting)
+/// when its [`Sender::stdin`] gets a byte: a hung agent, whose pid stays
+/// valid for a recovery command.
+pub fn spawn_stoppable_senders(n: usize, spec: &SenderSpec) -> Res<Vec<Sender>> {
+    spawn(n, spec, true)
+}
+
+fn spawn(n: usize, spec: &SenderSpec, stoppable: bool) -> Res<Vec<Sender>> {
     let exe = std::env::current_exe()?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -371,15 +482,27 @@ pub fn spawn_senders(n: usize, spec: &SenderSpec) -> Res<Vec<Sender>> {
         if spec.report {
             cmd.arg("--report");
         }
+        if stoppable {
+            cmd.arg("--stop-on-stdin");
+        }
         let child = cmd
-            .stdin(Stdio::null())
+            .stdin(if stoppable {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start sender {}: {e}", exe.display()))?;
         let mut guard = ChildGuard { child };
         let stdout = guard.child.stdout.take();
-        out.push(Sender { guard, stdout });
+        let stdin = guard.child.stdin.take();
+        out.push(Sender {
+            guard,
+            stdout,
+            stdin,
+        });
     }
     // Each sender writes one byte once connected; EOF means it gave up.
     for s in &mut out {
@@ -396,4 +519,11 @@ pub fn spawn_senders(n: usize, spec: &SenderSpec) -> Res<Vec<Sender>> {
 }
 
 /// Writes a sender's record: nonce and CLOCK_MONOTONIC ns, little-endian.
+/// A sender beating several sockets puts the socket's index (its
+/// `--socket` position) in the nonce's top byte ([`REPORT_SOCKET_SHIFT`]);
+/// with one socket the record is the plain nonce.
 pub const REPORT_LEN: usize = 16;
+
+/// Bit position of the socket index in a report's nonce field (nonces of a
+/// bench run stay far below 2^56).
+pub const REPORT_SOCKET_SHIFT: u32 = 56;

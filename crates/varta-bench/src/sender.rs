@@ -1,8 +1,10 @@
 //! The hidden `sender` subcommand: one agent process, beating with OUR
 //! varta-client (one handle per socket, all carrying this process's pid).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use varta_client::{BeatOutcome, Status, Varta};
@@ -14,6 +16,9 @@ pub struct SenderArgs {
     pub interval_ms: Option<u64>,
     pub report: bool,
     pub lifetime: Duration,
+    /// Stop beating (but stay alive, like a hung process) once a byte or
+    /// EOF arrives on stdin.
+    pub stop_on_stdin: bool,
 }
 
 pub fn run(args: &SenderArgs) -> Res<()> {
@@ -38,9 +43,25 @@ pub fn run(args: &SenderArgs) -> Res<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(b"R")?;
     out.flush()?;
+    let stop = args.stop_on_stdin.then(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        std::thread::spawn(move || {
+            let mut byte = [0u8; 1];
+            let _ = std::io::stdin().read(&mut byte);
+            f.store(true, Ordering::Relaxed);
+        });
+        flag
+    });
     match args.interval_ms {
         None => flood(&mut agents, deadline),
-        Some(ms) => paced(&mut agents, deadline, ms, args.report.then_some(&mut out))?,
+        Some(ms) => paced(
+            &mut agents,
+            deadline,
+            ms,
+            args.report.then_some(&mut out),
+            stop.as_deref(),
+        )?,
     }
     Ok(())
 }
@@ -66,17 +87,26 @@ fn flood(agents: &mut [Varta], deadline: Instant) {
 /// One beat per handle every `ms`, on an absolute schedule (no drift).
 /// With `report`, each delivered beat's nonce and send time go to stdout
 /// right after the send, so the harness knows when the last beat left.
+/// Once `stop` is set the agent falls silent but lives on until `deadline`
+/// (or until killed): its last reported beat is its last beat.
 fn paced(
     agents: &mut [Varta],
     deadline: Instant,
     ms: u64,
     mut report: Option<&mut std::io::StdoutLock<'_>>,
+    stop: Option<&AtomicBool>,
 ) -> Res<()> {
     let period = Duration::from_millis(ms);
     let mut next = Instant::now();
     while next < deadline {
-        for a in agents.iter_mut() {
-            let nonce = a.next_nonce();
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            if let Some(rest) = deadline.checked_duration_since(Instant::now()) {
+                std::thread::sleep(rest);
+            }
+            return Ok(());
+        }
+        for (i, a) in agents.iter_mut().enumerate() {
+            let nonce = a.next_nonce() | (i as u64) << crate::procs::REPORT_SOCKET_SHIFT;
             if a.beat(Status::Ok, 0) == BeatOutcome::Sent {
                 if let Some(out) = report.as_deref_mut() {
                     let t = monotonic_ns();

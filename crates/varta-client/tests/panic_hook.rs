@@ -3,9 +3,10 @@
 
 mod support;
 
+use std::io::Read;
 use std::os::unix::net::UnixDatagram;
-use std::process::Command;
-use support::FakeObserver;
+use std::process::{Command, Stdio};
+use support::{spawn_guarded, FakeObserver};
 use varta_client::{Status, NONCE_TERMINAL};
 
 const CHILD_ENV: &str = "VARTA_TEST_PANIC_CHILD_SOCKET";
@@ -31,18 +32,29 @@ fn panicking_child() {
 #[test]
 fn terminal_frame_arrives_before_previous_hook() {
     let obs = FakeObserver::bind();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "panicking_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &obs.path)
-        .output()
+    // The guard kills and reaps the child however this test ends.
+    let mut child = spawn_guarded(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "panicking_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, &obs.path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
         .unwrap();
-    assert!(!out.status.success(), "child did not panic");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "child did not panic");
     assert!(stderr.contains("previous hook ran"), "{stderr}");
 
     let mut buf = [0u8; 64];

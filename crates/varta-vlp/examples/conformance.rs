@@ -1,7 +1,8 @@
 //! Runs a VLP conformance-vector file and prints one line per failure.
 //!
 //! `cargo run -p varta-vlp --example conformance -- path/to/vectors.json`
-//! (defaults to the public vectors). Exit code 1 if any vector fails.
+//! (defaults to the public vectors vendored in `tests/data/`). Exit code 1 if
+//! any vector fails, 2 if the file cannot be read or parsed.
 
 #[path = "../tests/vectors/mod.rs"]
 mod vectors;
@@ -10,7 +11,7 @@ fn main() {
     let path = std::env::args().nth(1).unwrap_or_else(|| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/vectors/vlp-vectors-public.json"
+            "/tests/data/vlp-vectors-public.json"
         )
         .to_string()
     });

@@ -6,6 +6,12 @@
 //! behind the `secure` feature — the ChaCha20-Poly1305 sealed layouts and
 //! HKDF-SHA256 derivations of spec §2.
 //!
+//! "Spec §N" in this crate refers to the protocol description in the
+//! repository's `docs/protocol.md` (byte offsets, decode order, sealed
+//! layouts, KDF labels, observer rules). The public conformance vectors are
+//! vendored in `tests/data/` and run by `cargo test -p varta-vlp --test
+//! conformance`.
+//!
 //! The crate is `no_std` and allocation-free by default so it can sit in the
 //! smallest agent. Features:
 //! - `std`: `std::error::Error` impls, the hardware CRC-32C path and

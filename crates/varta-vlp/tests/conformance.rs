@@ -1,14 +1,15 @@
-//! Loads the public conformance vectors (and any extra files named in
-//! `VARTA_VLP_VECTORS`, `:`-separated) and requires every vector to pass.
+//! Loads the public conformance vectors vendored in `tests/data/` (and any
+//! extra files named in `VARTA_VLP_VECTORS`, `:`-separated) and requires
+//! every vector to pass.
 
 mod vectors;
 
 use std::path::PathBuf;
 
 fn public_vectors() -> PathBuf {
-    // Resolved from the crate directory so the test works from any cwd.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/vectors/vlp-vectors-public.json")
+    // Vendored in the repository (see tests/data/README.md); resolved from
+    // the crate directory so the test works from any cwd.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/vlp-vectors-public.json")
 }
 
 fn check(path: &std::path::Path) -> usize {

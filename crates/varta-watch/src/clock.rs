@@ -7,6 +7,7 @@ use crate::config::ClockSource;
 
 /// Monotonic observer time. `now()` never decreases; a backwards step of
 /// the underlying clock is clamped and reported.
+#[derive(Clone)]
 pub struct ObserverClock {
     id: ClockId,
     origin_ns: u64,

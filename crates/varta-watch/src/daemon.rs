@@ -15,17 +15,20 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::audit::{AuditCounters, AuditLog, AuditSettings};
 use crate::clock::ObserverClock;
 use crate::config::{self, ClockSource, Config};
 use crate::events::{Event, EventBus, Sink};
 use crate::export::counters::{Counters, CountingSink};
 use crate::export::log::LogSink;
 use crate::ingest::{BindError, UdsListener, UdsPolicy};
+use crate::recovery::{Recovery, RecoveryStats};
 use crate::tracker::{Tracker, TrackerSettings};
 
 const UDS: Token = Token(0);
 const TIMER: Token = Token(1);
 const SIGNALS: Token = Token(2);
+const RECOVERY: Token = Token(3);
 
 /// Datagrams handled per wake-up before stalls are checked again: bounds
 /// detection latency under a flood while keeping batches large.
@@ -44,6 +47,12 @@ pub enum DaemonError {
     /// A sink (export file) could not be opened.
     #[error("{0}")]
     Sink(String),
+    /// The audit log could not be opened.
+    #[error("{0}")]
+    Audit(String),
+    /// The recovery thread could not start.
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
     /// `--strict-namespace-check` tripped.
     #[error("agent pid {0} is in another PID namespace and --strict-namespace-check is set; run the agent in the observer's PID namespace or use --allow-cross-namespace-agents")]
     CrossNamespace(u32),
@@ -103,6 +112,14 @@ fn tracker_settings(cfg: &Config, own_pidns: u32) -> TrackerSettings {
     }
 }
 
+fn recovery_event(r: crate::recovery::Report) -> Event {
+    Event::Recovery {
+        pid: r.pid,
+        child: r.child,
+        outcome: r.outcome,
+    }
+}
+
 /// The observer.
 pub struct Daemon {
     config: Config,
@@ -119,6 +136,8 @@ pub struct Daemon {
     signals: Signals,
     armed: Option<u64>,
     shutdown_at: Option<u64>,
+    recovery: Option<Recovery>,
+    audit_counters: Arc<AuditCounters>,
 }
 
 impl Daemon {
@@ -144,13 +163,49 @@ impl Daemon {
         for s in extra {
             bus.add(s);
         }
+        let poll = Poll::new().map_err(os("cannot create epoll instance"))?;
+        let clock = ObserverClock::new(config.clock_source);
+        let audit_counters = Arc::new(AuditCounters::default());
+        let recovery = if config.recovery.is_some() || config.audit.is_some() {
+            let audit = match &config.audit {
+                Some(a) => Some(
+                    AuditLog::open(
+                        &AuditSettings {
+                            path: a.path.clone(),
+                            max_bytes: a.max_bytes,
+                            sync_every: a.sync_every,
+                            key_file: a.key_file.clone(),
+                            queue_capacity: crate::recovery::REQUEST_QUEUE,
+                        },
+                        std::process::id(),
+                        audit_counters.clone(),
+                    )
+                    .map_err(|e| DaemonError::Audit(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let waker = Arc::new(
+                mio::Waker::new(poll.registry(), RECOVERY)
+                    .map_err(os("cannot create the recovery waker"))?,
+            );
+            let r = Recovery::start(
+                config.recovery.as_ref(),
+                audit,
+                // Same origin as ours, so audit observer_ns matches events.
+                clock.clone(),
+                waker,
+            )?;
+            bus.add(Box::new(r.tap()));
+            Some(r)
+        } else {
+            None
+        };
         let base_sinks = bus.len();
         let sink_factory = sink_factory.unwrap_or(crate::export::configured_sinks);
         for s in sink_factory(&config).map_err(DaemonError::Sink)? {
             bus.add(s);
         }
 
-        let poll = Poll::new().map_err(os("cannot create epoll instance"))?;
         let clock_id = match config.clock_source {
             ClockSource::Monotonic => ClockId::CLOCK_MONOTONIC,
             ClockSource::Boottime => ClockId::CLOCK_BOOTTIME,
@@ -174,7 +229,6 @@ impl Daemon {
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(os("cannot watch signals"))?;
 
-        let clock = ObserverClock::new(config.clock_source);
         let shutdown_at = config
             .shutdown_after
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -192,12 +246,24 @@ impl Daemon {
             signals,
             armed: None,
             shutdown_at,
+            recovery,
+            audit_counters,
         })
     }
 
     /// Shared event counters (for metrics and tests).
     pub fn counters(&self) -> Arc<Counters> {
         self.counters.clone()
+    }
+
+    /// Counters of the recovery machinery (None without recovery).
+    pub fn recovery_stats(&self) -> Option<Arc<RecoveryStats>> {
+        self.recovery.as_ref().map(Recovery::stats)
+    }
+
+    /// Counters of the audit log.
+    pub fn audit_counters(&self) -> Arc<AuditCounters> {
+        self.audit_counters.clone()
     }
 
     /// The bound socket path.
@@ -243,6 +309,7 @@ impl Daemon {
                         self.armed = None;
                     }
                     SIGNALS => stop |= self.handle_signals(now),
+                    RECOVERY => self.emit_recovery_reports(now),
                     _ => {}
                 }
             }
@@ -265,6 +332,13 @@ impl Daemon {
             }
             self.rearm();
         };
+        if let Some(r) = self.recovery.take() {
+            let last = r.shutdown(self.config.shutdown_grace);
+            let now = self.now();
+            for rep in last {
+                self.bus.emit(now, recovery_event(rep));
+            }
+        }
         self.bus.shutdown();
         self.listener.unlink_if_ours();
         let totals: Vec<String> = self
@@ -276,6 +350,15 @@ impl Daemon {
             .collect();
         tracing::info!(totals = %totals.join(" "), "observer stopped");
         result
+    }
+
+    /// Puts what the recovery thread did on the event stream.
+    fn emit_recovery_reports(&mut self, now: u64) {
+        if let Some(r) = &self.recovery {
+            for rep in r.drain() {
+                self.bus.emit(now, recovery_event(rep));
+            }
+        }
     }
 
     /// Observer time, with clock guards: a backwards step is clamped and
@@ -369,9 +452,11 @@ impl Daemon {
             || new.uds_rcvbuf_bytes != self.config.uds_rcvbuf_bytes
             || new.tracker_capacity != self.config.tracker_capacity
             || new.clock_source != self.config.clock_source
-            || new.log_format != self.config.log_format;
+            || new.log_format != self.config.log_format
+            || new.recovery.is_some() != self.config.recovery.is_some()
+            || new.audit != self.config.audit;
         if needs_restart {
-            tracing::warn!("reload: socket, socket-mode, uds-rcvbuf-bytes, tracker-capacity, clock-source and log-format only change on restart; those changes are ignored");
+            tracing::warn!("reload: socket, socket-mode, uds-rcvbuf-bytes, tracker-capacity, clock-source, log-format, the audit log and turning recovery on or off only change on restart; those changes are ignored");
         }
         if new.export != self.config.export {
             match (self.sink_factory)(&new) {
@@ -396,6 +481,16 @@ impl Daemon {
         applied.tracker_capacity = self.config.tracker_capacity;
         applied.clock_source = self.config.clock_source;
         applied.log_format = self.config.log_format;
+        if applied.recovery.is_some() != self.config.recovery.is_some() {
+            applied.recovery = self.config.recovery.clone();
+        }
+        applied.audit = self.config.audit.clone();
+        if let (Some(r), Some(cfg)) = (&self.recovery, &applied.recovery) {
+            if self.config.recovery.as_ref() != Some(cfg) && !r.reconfigure(cfg) {
+                tracing::error!("reload: the recovery thread is busy; the new recovery settings were not applied, try again");
+                applied.recovery = self.config.recovery.clone();
+            }
+        }
         self.tracker
             .reconfigure(tracker_settings(&applied, self.listener.own_pidns()));
         self.listener.set_policy(UdsPolicy {

@@ -114,6 +114,10 @@ pub enum Event {
         last_beat_ns: u64,
         /// Pinned origin (recovery consults it).
         origin: Origin,
+        /// The agent lives in another PID namespace than the observer
+        /// (admitted under `--allow-cross-namespace-agents`); its pid means
+        /// nothing to a recovery command here.
+        foreign_ns: bool,
     },
     /// First accepted beat after a stall or exit.
     Recovered {
@@ -138,6 +142,8 @@ pub enum Event {
         payload: u32,
         /// Pinned origin.
         origin: Origin,
+        /// As for [`Event::Stall`].
+        foreign_ns: bool,
     },
     /// Frame pid differs from the kernel-attested sender pid.
     AuthFailure {
@@ -219,12 +225,134 @@ pub enum Event {
         /// How late.
         forward_ns: u64,
     },
+    /// Something the recovery runner did for an agent.
+    Recovery {
+        /// Agent pid.
+        pid: u32,
+        /// Recovery child pid (0 when no child is involved).
+        child: u32,
+        /// What happened.
+        outcome: RecoveryOutcome,
+    },
+}
+
+/// Why recovery was refused (the original's reason tokens).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefusedReason {
+    /// The agent lives in another PID namespace.
+    CrossNamespaceAgent,
+    /// The agent's beats are not kernel-attested.
+    UnauthenticatedTransport,
+    /// The per-agent recovery table is full of entries still in their window.
+    DebounceCapacity,
+    /// Too many recovery children are running.
+    OutstandingCapacity,
+}
+
+impl RefusedReason {
+    /// Every reason, in [`RefusedReason::index`] order.
+    pub const ALL: [RefusedReason; 4] = [
+        RefusedReason::CrossNamespaceAgent,
+        RefusedReason::UnauthenticatedTransport,
+        RefusedReason::DebounceCapacity,
+        RefusedReason::OutstandingCapacity,
+    ];
+
+    /// The audit-log and metric token.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RefusedReason::CrossNamespaceAgent => "cross_namespace_agent",
+            RefusedReason::UnauthenticatedTransport => "unauthenticated_transport",
+            RefusedReason::DebounceCapacity => "debounce_capacity",
+            RefusedReason::OutstandingCapacity => "outstanding_capacity",
+        }
+    }
+
+    /// Position in [`RefusedReason::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What one recovery trigger or child came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryOutcome {
+    /// A child was started.
+    Spawned,
+    /// Not started: a child for this agent still runs, the debounce window
+    /// has not passed, or the storm backoff holds it (then it is retried
+    /// when the backoff ends, unless the agent beats first).
+    Debounced,
+    /// The child exited with status 0.
+    ReapedZero,
+    /// The child exited non-zero or died of a signal we did not send.
+    ReapedNonzero {
+        /// Exit code, or 128 + signal number.
+        code: i32,
+    },
+    /// The child overran `--recovery-timeout-ms` (or shutdown) and was
+    /// killed with its process group.
+    Killed,
+    /// The command could not be started.
+    SpawnFailed {
+        /// errno (0 when unknown).
+        errno: i32,
+    },
+    /// A safety gate refused it.
+    Refused(RefusedReason),
+    /// Restart-storm cap reached: no more attempts until the agent beats
+    /// again and the window has room.
+    GivenUp,
+    /// A given-up agent beat again; its given_up state is cleared.
+    GivenUpCleared,
+}
+
+impl RecoveryOutcome {
+    /// Every outcome label, in [`RecoveryOutcome::index`] order: the
+    /// original's `varta_recovery_outcomes_total` labels plus ours.
+    pub const LABELS: [&'static str; 13] = [
+        "spawned",
+        "debounced",
+        "reaped_zero",
+        "reaped_nonzero",
+        "killed",
+        "spawn_failed",
+        "refused_cross_namespace",
+        "refused_unauthenticated_transport",
+        "refused_debounce_capacity",
+        "refused_outstanding_capacity",
+        "given_up",
+        "given_up_cleared",
+        // Reserved for the UDP listeners' socket-mode-only origin (the
+        // original's label), so label indices stay stable.
+        "refused_socket_mode_only",
+    ];
+
+    /// Position of this outcome's label in [`RecoveryOutcome::LABELS`].
+    pub const fn index(&self) -> usize {
+        match self {
+            RecoveryOutcome::Spawned => 0,
+            RecoveryOutcome::Debounced => 1,
+            RecoveryOutcome::ReapedZero => 2,
+            RecoveryOutcome::ReapedNonzero { .. } => 3,
+            RecoveryOutcome::Killed => 4,
+            RecoveryOutcome::SpawnFailed { .. } => 5,
+            RecoveryOutcome::Refused(r) => 6 + r.index(),
+            RecoveryOutcome::GivenUp => 10,
+            RecoveryOutcome::GivenUpCleared => 11,
+        }
+    }
+
+    /// The outcome label.
+    pub const fn as_str(&self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
 }
 
 impl Event {
     /// Every kind, in [`Event::index`] order: lets counters and limiters
     /// keep one array slot per kind instead of a map.
-    pub const KINDS: [&'static str; 18] = [
+    pub const KINDS: [&'static str; 19] = [
         "beat",
         "stall",
         "recovered",
@@ -243,6 +371,7 @@ impl Event {
         "io",
         "clock_regression",
         "clock_jump",
+        "recovery",
     ];
 
     /// Position of this event's kind in [`Event::KINDS`].
@@ -266,6 +395,7 @@ impl Event {
             Event::Io { .. } => 15,
             Event::ClockRegression { .. } => 16,
             Event::ClockJump { .. } => 17,
+            Event::Recovery { .. } => 18,
         }
     }
 
@@ -291,7 +421,8 @@ impl Event {
             | Event::Eviction { pid, .. }
             | Event::CapacityExceeded { pid }
             | Event::NewLife { pid }
-            | Event::NonceWrap { pid } => Some(pid),
+            | Event::NonceWrap { pid }
+            | Event::Recovery { pid, .. } => Some(pid),
             Event::AuthFailure { claimed_pid, .. } => Some(claimed_pid),
             Event::Rejected { pid, .. } if pid != 0 => Some(pid),
             _ => None,

@@ -12,10 +12,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod export;
 pub mod ingest;
+pub mod recovery;
 pub mod tracker;

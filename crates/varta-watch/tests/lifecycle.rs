@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{spawn_agent, KillOnDrop, Observer};
+use common::{spawn_agent, Observer};
 use nix::sys::signal::Signal;
 use std::time::Duration;
 
@@ -15,8 +15,10 @@ fn agent_entry() {
 #[test]
 fn stall_then_recovered_after_resume() {
     let obs = Observer::start(&["--threshold-ms", "300"]);
-    let agent = KillOnDrop(spawn_agent("beat", &obs.socket, 50));
-    let pid = agent.0.id();
+    // Guards (agent, observer) kill and reap their processes when the test
+    // ends, panics included.
+    let agent = spawn_agent("beat", &obs.socket, 50);
+    let pid = agent.id();
     obs.wait_for("beat", Some(pid));
     // Freeze the agent: silence without death.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
@@ -114,14 +116,14 @@ fn no_flags_listens_on_the_default_path() {
     // Point the default (non-root) location at a private runtime dir; as
     // root the default is /run/varta/varta.sock.
     let runtime = tempfile::tempdir().unwrap();
-    let mut child = KillOnDrop(
+    let mut child = common::spawn_guarded(
         std::process::Command::new(common::bin())
             .env("XDG_RUNTIME_DIR", runtime.path())
             .env("VARTA_LOG", "info")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .unwrap();
     let expected = if varta_vlp::effective_uid() == Some(0) {
         std::path::PathBuf::from("/run/varta/varta.sock")
     } else {
@@ -136,14 +138,10 @@ fn no_flags_listens_on_the_default_path() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.0.id() as i32),
-        Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(child.pid(), Signal::SIGTERM).unwrap();
     let mut stderr = String::new();
-    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(child.0.wait().unwrap().success());
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(child.wait().unwrap().success());
     assert!(
         stderr.contains(&format!("listening on {}", expected.display())),
         "{stderr}"
@@ -156,8 +154,8 @@ fn paused_observer_gives_grace_instead_of_mass_stall() {
     // The observer is frozen (as by a VM pause) for longer than 5 s while
     // its agent keeps beating; on waking it must not stall the agent.
     let obs = Observer::start(&["--threshold-ms", "1000"]);
-    let agent = KillOnDrop(spawn_agent("beat", &obs.socket, 50));
-    let pid = agent.0.id();
+    let agent = spawn_agent("beat", &obs.socket, 50);
+    let pid = agent.id();
     obs.wait_for("beat", Some(pid));
     obs.signal(Signal::SIGSTOP);
     std::thread::sleep(Duration::from_millis(6500));

@@ -4,6 +4,7 @@ pub mod beat;
 pub mod detect;
 pub mod idle;
 pub mod ingest;
+pub mod recovery;
 pub mod scale;
 
 /// A markdown table printed with padded columns (readable raw and rendered).

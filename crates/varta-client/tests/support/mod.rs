@@ -1,11 +1,66 @@
 //! Shared helpers for the client's integration tests: a real observer-side
-//! socket to receive on, and a fork wrapper.
+//! socket to receive on, a fork wrapper, and a guard for spawned processes.
+//!
+//! Cleanup contract: a forked child never returns into the test harness and
+//! is always reaped; a spawned process is owned by a [`ChildGuard`] that
+//! kills and reaps it on drop (panics included); socket files live in
+//! `tempfile` directories removed on drop.
 #![allow(dead_code)]
 
+use std::ops::{Deref, DerefMut};
 use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::Duration;
 use varta_vlp::Frame;
+
+/// A spawned process that is killed (SIGKILL) and reaped when dropped.
+/// Derefs to [`Child`], so `id()`, `wait()`, `stderr` work as usual.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        // Either may fail harmlessly: the child may already be reaped.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `cmd` under a [`ChildGuard`]; the process also gets
+/// `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the test even if the test
+/// binary itself is killed before any destructor runs.
+pub fn spawn_guarded(cmd: &mut Command) -> std::io::Result<ChildGuard> {
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs between fork and exec and only makes the
+    // async-signal-safe prctl(2) and getppid(2) calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if nix::libc::getppid() != parent {
+                return Err(std::io::Error::other("test process already gone"));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map(ChildGuard)
+}
 
 /// A bound Unix datagram socket standing in for the observer.
 pub struct FakeObserver {
@@ -79,9 +134,12 @@ pub fn in_forked_child(child: impl FnOnce() -> i32) -> i32 {
     // test harness (it leaves through _exit).
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
-            let code = child();
+            // A panic must not unwind into the copy of the test harness
+            // (which would go on running tests and drop the parent's temp
+            // directories): report it as exit code 101 instead.
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
             // SAFETY: _exit is async-signal-safe and skips atexit handlers
-            // that belong to the parent's test harness.
+            // (and destructors) that belong to the parent's test harness.
             unsafe { nix::libc::_exit(code) }
         }
         ForkResult::Parent { child } => match waitpid(child, None).expect("waitpid") {

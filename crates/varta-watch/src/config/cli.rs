@@ -18,6 +18,8 @@ pub(crate) const H_LISTENER: &str = "Listener";
 pub(crate) const H_DETECTION: &str = "Detection";
 pub(crate) const H_TRACKER: &str = "Tracker & rate limits";
 pub(crate) const H_EXPORT: &str = "Export";
+pub(crate) const H_RECOVERY: &str = "Recovery";
+pub(crate) const H_AUDIT: &str = "Recovery audit log";
 pub(crate) const H_LIFECYCLE: &str = "Logging & lifecycle";
 pub(crate) const H_NO_EFFECT: &str = "Compatibility (no effect in this design)";
 pub(crate) const H_LATER: &str = "Compatibility (accepted, not yet active)";
@@ -149,6 +151,114 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "N", help_heading = H_EXPORT)]
     export_file_sync_every: Option<u64>,
 
+    /// Command run when an agent stalls or sends its dying gasp: split on
+    /// whitespace, {pid} replaced in every argument, executed without a
+    /// shell (quotes, ; and $ are plain bytes). Example: "/usr/bin/systemctl
+    /// restart app@{pid}". Default: none. Conflicts with --recovery-exec-file.
+    #[arg(long, value_name = "CMD", help_heading = H_RECOVERY)]
+    recovery_exec: Option<String>,
+
+    /// Read the --recovery-exec command from this file (owned by the
+    /// observer's user, mode 0600 or stricter, not a symlink). Default: none.
+    #[arg(long, value_name = "PATH", help_heading = H_RECOVERY)]
+    recovery_exec_file: Option<PathBuf>,
+
+    /// Least time between two recovery spawns for one pid. Default 1000.
+    /// Range 0 to 86400000.
+    #[arg(long, value_name = "MS", help_heading = H_RECOVERY)]
+    recovery_debounce_ms: Option<u64>,
+
+    /// Kill a recovery child (and its process group) that runs longer than
+    /// this: SIGTERM, then SIGKILL after --recovery-kill-grace-ms. Default:
+    /// no timeout. Range 100 to 86400000.
+    #[arg(long, value_name = "MS", help_heading = H_RECOVERY)]
+    recovery_timeout_ms: Option<u64>,
+
+    /// Time between SIGTERM and SIGKILL when a recovery child is killed.
+    /// Default 2000. Range 10 to 600000.
+    #[arg(long, value_name = "MS", help_heading = H_RECOVERY)]
+    recovery_kill_grace_ms: Option<u64>,
+
+    /// Restart-storm cap: at most N recovery attempts per agent within
+    /// --recovery-window-ms; past it the agent is given_up until it beats
+    /// again and the window has room. Default 5. Range 1 to 1000.
+    #[arg(long, value_name = "N", help_heading = H_RECOVERY)]
+    recovery_max_attempts: Option<u64>,
+
+    /// Sliding window of --recovery-max-attempts. Default 300000 (5 min).
+    /// Range 1000 to 604800000.
+    #[arg(long, value_name = "MS", help_heading = H_RECOVERY)]
+    recovery_window_ms: Option<u64>,
+
+    /// Wait before a repeated attempt for one agent: this, doubling with
+    /// every attempt in the window, capped at 60000. Default 1000. Range 0
+    /// to 60000.
+    #[arg(long, value_name = "MS", help_heading = H_RECOVERY)]
+    recovery_backoff_ms: Option<u64>,
+
+    /// Environment variable for recovery children, KEY=VALUE; repeatable.
+    /// Children otherwise get only PATH=/usr/bin:/bin, VARTA_AGENT_PID and
+    /// VARTA_EVENT (stall or exit). Default: none.
+    #[arg(long, value_name = "KEY=VALUE", action = ArgAction::Append, help_heading = H_RECOVERY)]
+    recovery_env: Vec<String>,
+
+    /// Recovery children inherit the observer's whole environment (logged
+    /// as a warning at startup). Default: off.
+    #[arg(long, help_heading = H_RECOVERY)]
+    recovery_inherit_env: bool,
+
+    /// Capture recovery children's stdout and stderr; the audit complete
+    /// record keeps their lengths and an excerpt. Default: off (both go to
+    /// /dev/null).
+    #[arg(long, help_heading = H_RECOVERY)]
+    recovery_capture_stdio: bool,
+
+    /// Combined stdout+stderr bytes kept per child with
+    /// --recovery-capture-stdio; the rest is read and discarded. Default
+    /// 4096. Range 1 to 1048576.
+    #[arg(long, value_name = "N", help_heading = H_RECOVERY)]
+    recovery_capture_bytes: Option<u64>,
+
+    /// Agents with recovery state (debounce, attempt history) at once; when
+    /// full, recovery for a new agent is refused (debounce_capacity).
+    /// Default 4096. Range 1 to 4194304.
+    #[arg(long, value_name = "N", help_heading = H_RECOVERY)]
+    recovery_table_capacity: Option<u64>,
+
+    /// Recovery children running at once; when full, recovery is refused
+    /// (outstanding_capacity). Default 1024. Range 1 to 65536.
+    #[arg(long, value_name = "N", help_heading = H_RECOVERY)]
+    recovery_max_children: Option<u64>,
+
+    /// Time shutdown gives running recovery children (SIGTERM, then SIGKILL)
+    /// before their complete records are written. Default 5000. Range 100
+    /// to 60000.
+    #[arg(long, value_name = "MS", help_heading = H_RECOVERY)]
+    shutdown_grace_ms: Option<u64>,
+
+    /// Hash-chained TSV audit log of every recovery spawn, completion and
+    /// refusal (schema v2 of the original; created 0600). Default: none.
+    #[arg(long, value_name = "PATH", help_heading = H_AUDIT)]
+    recovery_audit_file: Option<PathBuf>,
+
+    /// Rotate the audit log above N bytes, keeping PATH.1 to PATH.5; the
+    /// chain continues across files. Default: no rotation. Range 4096 to
+    /// 18446744073709551615.
+    #[arg(long, value_name = "N", help_heading = H_AUDIT)]
+    recovery_audit_max_bytes: Option<u64>,
+
+    /// fdatasync the audit log every N records. Default 1 (every record is
+    /// durable before the next); larger values are warned about. Range 1 to
+    /// 1000000.
+    #[arg(long, value_name = "N", help_heading = H_AUDIT)]
+    recovery_audit_sync_every: Option<u64>,
+
+    /// Chain audit records with HMAC-SHA256 under this key (64 hex chars;
+    /// owned by the observer's user, mode 0600 or stricter) so someone who
+    /// can edit the log cannot recompute the chain. Default: plain SHA-256.
+    #[arg(long, value_name = "PATH", help_heading = H_AUDIT)]
+    recovery_audit_key_file: Option<PathBuf>,
+
     /// TOML file with the same settings, keyed by these long flag names
     /// without the dashes (snake_case also accepted). Flags override it. It
     /// is re-read on SIGHUP. Default: none.
@@ -196,6 +306,25 @@ impl Cli {
             export_file_sync_every: self.export_file_sync_every,
             log_format: self.log_format,
             shutdown_after_secs: self.shutdown_after_secs,
+            recovery_exec: self.recovery_exec,
+            recovery_exec_file: self.recovery_exec_file,
+            recovery_debounce_ms: self.recovery_debounce_ms,
+            recovery_timeout_ms: self.recovery_timeout_ms,
+            recovery_kill_grace_ms: self.recovery_kill_grace_ms,
+            recovery_max_attempts: self.recovery_max_attempts,
+            recovery_window_ms: self.recovery_window_ms,
+            recovery_backoff_ms: self.recovery_backoff_ms,
+            recovery_env: (!self.recovery_env.is_empty()).then_some(self.recovery_env),
+            recovery_inherit_env: switch(self.recovery_inherit_env),
+            recovery_capture_stdio: switch(self.recovery_capture_stdio),
+            recovery_capture_bytes: self.recovery_capture_bytes,
+            recovery_table_capacity: self.recovery_table_capacity,
+            recovery_max_children: self.recovery_max_children,
+            recovery_audit_file: self.recovery_audit_file,
+            recovery_audit_max_bytes: self.recovery_audit_max_bytes,
+            recovery_audit_sync_every: self.recovery_audit_sync_every,
+            recovery_audit_key_file: self.recovery_audit_key_file,
+            shutdown_grace_ms: self.shutdown_grace_ms,
         };
         (raw, self.config)
     }
@@ -215,10 +344,6 @@ pub(crate) enum Shape {
     Count,
     /// A file path.
     Path,
-    /// Free text (a command line).
-    Text,
-    /// `KEY=VALUE`, repeatable.
-    Env,
     /// A UDP port.
     Port,
     /// An IP address.
@@ -263,17 +388,12 @@ impl CompatFlag {
             Shape::Secs => ("SECS", clap::value_parser!(u64).into()),
             Shape::Count => ("N", clap::value_parser!(u64).into()),
             Shape::Path => ("PATH", clap::value_parser!(PathBuf)),
-            Shape::Text => ("CMD", clap::value_parser!(String)),
-            Shape::Env => ("KEY=VALUE", clap::value_parser!(String)),
             Shape::Port => ("PORT", clap::value_parser!(u16).into()),
             Shape::Ip => ("IP", clap::value_parser!(IpAddr).into()),
             Shape::SockAddr => ("IP:PORT", clap::value_parser!(SocketAddr).into()),
             Shape::SignalMode => ("MODE", PossibleValuesParser::new(["direct", "libc"]).into()),
         };
-        let action = match self.shape {
-            Shape::Env => ArgAction::Append,
-            _ => ArgAction::Set,
-        };
+        let action = ArgAction::Set;
         let arg = Arg::new(self.name)
             .long(self.name)
             .value_name(value_name)
@@ -288,11 +408,9 @@ impl CompatFlag {
     }
 }
 
-const RECOVERY: &str = "is accepted for compatibility but recovery is not implemented in this build yet; no command will run";
-const AUDIT: &str = "is accepted for compatibility but the recovery audit log is not implemented in this build yet; no audit record is written";
 const PROM: &str = "is accepted for compatibility but the Prometheus endpoint is not implemented in this build yet; no metrics are served";
 const UDP: &str = "is accepted for compatibility but UDP listeners are not implemented in this build yet; only the Unix socket receives beats";
-const UDP_RECOVERY: &str = "is accepted for compatibility but UDP listeners and recovery are not implemented in this build yet; it changes nothing";
+const UDP_RECOVERY: &str = "is accepted for compatibility but UDP listeners are not implemented in this build yet; it changes nothing";
 
 /// Every flag of the original 0.2.0 that this build accepts but does not act
 /// on. One table drives the parser, `--help`, config-file keys and warnings,
@@ -337,106 +455,22 @@ pub(crate) const COMPAT: &[CompatFlag] = &[
         name: "audit-fsync-budget-ms",
         shape: Shape::Millis,
         later: false,
-        reason: "has no effect: the event-driven design does not defer audit fsyncs to a per-tick budget",
-        help: "No effect: the event-driven design does not defer audit fsyncs to a per-tick budget. Original: default 50",
+        reason: "has no effect: audit fsyncs run on their own writer thread and never share a tick with detection, so there is no per-tick budget to set",
+        help: "No effect: audit fsyncs run on their own writer thread, never on the detection loop. Original: per-tick fsync budget, default 50",
     },
     CompatFlag {
         name: "audit-rotation-budget-ms",
         shape: Shape::Millis,
         later: false,
-        reason: "has no effect: the event-driven design does not spread log rotation over ticks",
-        help: "No effect: the event-driven design does not spread log rotation over ticks. Original: default 50",
-    },
-    CompatFlag {
-        name: "recovery-exec",
-        shape: Shape::Text,
-        later: true,
-        reason: RECOVERY,
-        help: "Not active yet. Original: command run (no shell, {pid} substituted) on each stall. Default: none",
-    },
-    CompatFlag {
-        name: "recovery-exec-file",
-        shape: Shape::Path,
-        later: true,
-        reason: RECOVERY,
-        help: "Not active yet. Original: read the --recovery-exec command from a 0600 file. Default: none",
-    },
-    CompatFlag {
-        name: "recovery-debounce-ms",
-        shape: Shape::Millis,
-        later: true,
-        reason: RECOVERY,
-        help: "Not active yet. Original: per-pid recovery debounce, default 1000",
-    },
-    CompatFlag {
-        name: "recovery-env",
-        shape: Shape::Env,
-        later: true,
-        reason: RECOVERY,
-        help: "Not active yet; repeatable. Original: environment variable for recovery children. Default: none",
-    },
-    CompatFlag {
-        name: "recovery-inherit-env",
-        shape: Shape::Switch,
-        later: true,
-        reason: RECOVERY,
-        help: "Not active yet. Original: recovery children inherit the observer's environment. Default: off",
-    },
-    CompatFlag {
-        name: "recovery-timeout-ms",
-        shape: Shape::Millis,
-        later: true,
-        reason: RECOVERY,
-        help: "Not active yet. Original: kill recovery children running longer than this. Default: none",
-    },
-    CompatFlag {
-        name: "recovery-capture-stdio",
-        shape: Shape::Switch,
-        later: true,
-        reason: RECOVERY,
-        help: "Not active yet. Original: capture recovery children's stdout/stderr. Default: off",
-    },
-    CompatFlag {
-        name: "recovery-capture-bytes",
-        shape: Shape::Count,
-        later: true,
-        reason: RECOVERY,
-        help: "Not active yet. Original: capture cap per child, default 4096, max 1048576",
-    },
-    CompatFlag {
-        name: "shutdown-grace-ms",
-        shape: Shape::Millis,
-        later: true,
-        reason: "is accepted for compatibility but recovery is not implemented in this build yet; there are no recovery children to wait for at shutdown",
-        help: "Not active yet. Original: wait for recovery children at shutdown, default 5000, minimum 100",
-    },
-    CompatFlag {
-        name: "recovery-audit-file",
-        shape: Shape::Path,
-        later: true,
-        reason: AUDIT,
-        help: "Not active yet. Original: append an audit record per recovery. Default: none",
-    },
-    CompatFlag {
-        name: "recovery-audit-max-bytes",
-        shape: Shape::Count,
-        later: true,
-        reason: AUDIT,
-        help: "Not active yet. Original: rotate the audit file above N bytes. Default: no rotation",
-    },
-    CompatFlag {
-        name: "recovery-audit-sync-every",
-        shape: Shape::Count,
-        later: true,
-        reason: AUDIT,
-        help: "Not active yet. Original: fdatasync the audit file every N records, default 1",
+        reason: "has no effect: audit rotation runs on the audit writer thread, never on the detection loop, so it needs no per-tick budget",
+        help: "No effect: audit rotation runs on the audit writer thread, never on the detection loop. Original: per-tick rotation budget, default 50",
     },
     CompatFlag {
         name: "audit-sync-interval-ms",
         shape: Shape::Millis,
-        later: true,
-        reason: AUDIT,
-        help: "Not active yet. Original: time-based audit fdatasync cadence, default 0 (off)",
+        later: false,
+        reason: "has no effect: audit records are fdatasynced by count (--recovery-audit-sync-every, default every record) on the audit writer thread, so a time-based cadence adds nothing",
+        help: "No effect: audit records are fdatasynced by count (--recovery-audit-sync-every) on their own writer thread. Original: time-based audit fdatasync cadence, default 0 (off)",
     },
     CompatFlag {
         name: "prom-addr",

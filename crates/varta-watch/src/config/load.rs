@@ -133,6 +133,7 @@ fn build(
         }
     }
 
+    let (recovery, audit) = super::recovery::build(&merged, &from_flags, &origin, &mut warnings)?;
     let socket = merged.socket.unwrap_or_else(varta_vlp::default_socket_path);
     let mut config = Config::with_socket(socket);
     let d = &mut config;
@@ -160,6 +161,9 @@ fn build(
         .strict_namespace_check
         .unwrap_or(d.strict_namespace_check);
     d.log_format = merged.log_format.unwrap_or(d.log_format);
+    d.shutdown_grace = merged.shutdown_grace.unwrap_or(d.shutdown_grace);
+    d.recovery = recovery;
+    d.audit = audit;
     d.config_file = config_file;
     d.warnings = warnings;
     d.argv = argv;
@@ -304,5 +308,6 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
         opt(old.config_file.as_deref().map(path)),
         opt(new.config_file.as_deref().map(path)),
     );
+    super::recovery::diff(old, new, &mut out);
     out
 }

@@ -8,6 +8,7 @@ mod cli;
 mod error;
 mod file;
 mod load;
+mod recovery;
 mod settings;
 mod types;
 

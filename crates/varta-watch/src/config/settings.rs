@@ -9,7 +9,19 @@ use serde::{Deserialize, Deserializer};
 
 use super::error::ConfigError;
 use super::types::{ClockSource, EvictionPolicy, ExportFormat, LogFormat};
-use super::types::{MAX_TRACKER_CAPACITY, MIN_THRESHOLD_MS};
+use super::types::{MAX_TRACKER_CAPACITY, MIN_THRESHOLD_MS, RECOVERY_BACKOFF_CAP_MS};
+
+/// Smallest `--recovery-timeout-ms` (the original's minimum).
+pub(crate) const MIN_RECOVERY_TIMEOUT_MS: u64 = 100;
+/// Largest `--recovery-max-attempts`: the per-agent attempt history is kept
+/// in full, so it is bounded.
+pub(crate) const MAX_RECOVERY_ATTEMPTS: u64 = 1000;
+/// Largest `--recovery-window-ms` (7 days).
+pub(crate) const MAX_RECOVERY_WINDOW_MS: u64 = 604_800_000;
+/// Largest `--recovery-capture-bytes` (the original's 1 MiB).
+pub(crate) const MAX_CAPTURE_BYTES: u64 = 1 << 20;
+/// Largest `--recovery-max-children`.
+pub(crate) const MAX_RECOVERY_CHILDREN: u64 = 65_536;
 
 /// Largest accepted `--threshold-ms` (24 h).
 pub(crate) const MAX_THRESHOLD_MS: u64 = 86_400_000;
@@ -54,6 +66,25 @@ pub(crate) struct RawSettings {
     pub export_file_sync_every: Option<u64>,
     pub log_format: Option<String>,
     pub shutdown_after_secs: Option<u64>,
+    pub recovery_exec: Option<String>,
+    pub recovery_exec_file: Option<PathBuf>,
+    pub recovery_debounce_ms: Option<u64>,
+    pub recovery_timeout_ms: Option<u64>,
+    pub recovery_kill_grace_ms: Option<u64>,
+    pub recovery_max_attempts: Option<u64>,
+    pub recovery_window_ms: Option<u64>,
+    pub recovery_backoff_ms: Option<u64>,
+    pub recovery_env: Option<Vec<String>>,
+    pub recovery_inherit_env: Option<bool>,
+    pub recovery_capture_stdio: Option<bool>,
+    pub recovery_capture_bytes: Option<u64>,
+    pub recovery_table_capacity: Option<u64>,
+    pub recovery_max_children: Option<u64>,
+    pub recovery_audit_file: Option<PathBuf>,
+    pub recovery_audit_max_bytes: Option<u64>,
+    pub recovery_audit_sync_every: Option<u64>,
+    pub recovery_audit_key_file: Option<PathBuf>,
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// A TOML integer has lost its spelling by the time we see it: `0o600` and
@@ -141,6 +172,25 @@ pub(crate) struct Partial {
     pub export_file_sync_every: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub shutdown_after: Option<Duration>,
+    pub recovery_exec: Option<String>,
+    pub recovery_exec_file: Option<PathBuf>,
+    pub recovery_debounce: Option<Duration>,
+    pub recovery_timeout: Option<Duration>,
+    pub recovery_kill_grace: Option<Duration>,
+    pub recovery_max_attempts: Option<u32>,
+    pub recovery_window: Option<Duration>,
+    pub recovery_backoff: Option<Duration>,
+    pub recovery_env: Option<Vec<(String, String)>>,
+    pub recovery_inherit_env: Option<bool>,
+    pub recovery_capture_stdio: Option<bool>,
+    pub recovery_capture_bytes: Option<u32>,
+    pub recovery_table_capacity: Option<u32>,
+    pub recovery_max_children: Option<u32>,
+    pub recovery_audit_file: Option<PathBuf>,
+    pub recovery_audit_max_bytes: Option<u64>,
+    pub recovery_audit_sync_every: Option<u32>,
+    pub recovery_audit_key_file: Option<PathBuf>,
+    pub shutdown_grace: Option<Duration>,
 }
 
 impl Partial {
@@ -168,6 +218,33 @@ impl Partial {
             export_file_sync_every: self.export_file_sync_every.or(lower.export_file_sync_every),
             log_format: self.log_format.or(lower.log_format),
             shutdown_after: self.shutdown_after.or(lower.shutdown_after),
+            recovery_exec: self.recovery_exec.or(lower.recovery_exec),
+            recovery_exec_file: self.recovery_exec_file.or(lower.recovery_exec_file),
+            recovery_debounce: self.recovery_debounce.or(lower.recovery_debounce),
+            recovery_timeout: self.recovery_timeout.or(lower.recovery_timeout),
+            recovery_kill_grace: self.recovery_kill_grace.or(lower.recovery_kill_grace),
+            recovery_max_attempts: self.recovery_max_attempts.or(lower.recovery_max_attempts),
+            recovery_window: self.recovery_window.or(lower.recovery_window),
+            recovery_backoff: self.recovery_backoff.or(lower.recovery_backoff),
+            recovery_env: self.recovery_env.or(lower.recovery_env),
+            recovery_inherit_env: self.recovery_inherit_env.or(lower.recovery_inherit_env),
+            recovery_capture_stdio: self.recovery_capture_stdio.or(lower.recovery_capture_stdio),
+            recovery_capture_bytes: self.recovery_capture_bytes.or(lower.recovery_capture_bytes),
+            recovery_table_capacity: self
+                .recovery_table_capacity
+                .or(lower.recovery_table_capacity),
+            recovery_max_children: self.recovery_max_children.or(lower.recovery_max_children),
+            recovery_audit_file: self.recovery_audit_file.or(lower.recovery_audit_file),
+            recovery_audit_max_bytes: self
+                .recovery_audit_max_bytes
+                .or(lower.recovery_audit_max_bytes),
+            recovery_audit_sync_every: self
+                .recovery_audit_sync_every
+                .or(lower.recovery_audit_sync_every),
+            recovery_audit_key_file: self
+                .recovery_audit_key_file
+                .or(lower.recovery_audit_key_file),
+            shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
         }
     }
 }
@@ -256,8 +333,152 @@ impl RawSettings {
                 " seconds",
             )?
             .map(Duration::from_secs),
+            recovery_exec: text(o, "recovery-exec", self.recovery_exec, parse_command)?,
+            recovery_exec_file: path(o, "recovery-exec-file", self.recovery_exec_file, None)?,
+            recovery_debounce: ms(
+                o,
+                "recovery-debounce-ms",
+                self.recovery_debounce_ms,
+                (0, MAX_THRESHOLD_MS),
+            )?,
+            recovery_timeout: ms(
+                o,
+                "recovery-timeout-ms",
+                self.recovery_timeout_ms,
+                (MIN_RECOVERY_TIMEOUT_MS, MAX_THRESHOLD_MS),
+            )?,
+            recovery_kill_grace: ms(
+                o,
+                "recovery-kill-grace-ms",
+                self.recovery_kill_grace_ms,
+                (10, 600_000),
+            )?,
+            recovery_max_attempts: to_u32(num(
+                o,
+                "recovery-max-attempts",
+                self.recovery_max_attempts,
+                (1, MAX_RECOVERY_ATTEMPTS),
+                " attempts",
+            )?),
+            recovery_window: ms(
+                o,
+                "recovery-window-ms",
+                self.recovery_window_ms,
+                (1000, MAX_RECOVERY_WINDOW_MS),
+            )?,
+            recovery_backoff: ms(
+                o,
+                "recovery-backoff-ms",
+                self.recovery_backoff_ms,
+                (0, RECOVERY_BACKOFF_CAP_MS),
+            )?,
+            recovery_env: self
+                .recovery_env
+                .map(|list| {
+                    list.iter()
+                        .map(|kv| {
+                            parse_env(kv).map_err(|reason| {
+                                o.invalid("recovery-env", Shown::Text(kv), &reason)
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?,
+            recovery_inherit_env: self.recovery_inherit_env,
+            recovery_capture_stdio: self.recovery_capture_stdio,
+            recovery_capture_bytes: to_u32(num(
+                o,
+                "recovery-capture-bytes",
+                self.recovery_capture_bytes,
+                (1, MAX_CAPTURE_BYTES),
+                " bytes",
+            )?),
+            recovery_table_capacity: to_u32(num(
+                o,
+                "recovery-table-capacity",
+                self.recovery_table_capacity,
+                (1, u64::from(MAX_TRACKER_CAPACITY)),
+                " agents",
+            )?),
+            recovery_max_children: to_u32(num(
+                o,
+                "recovery-max-children",
+                self.recovery_max_children,
+                (1, MAX_RECOVERY_CHILDREN),
+                " children",
+            )?),
+            recovery_audit_file: path(o, "recovery-audit-file", self.recovery_audit_file, None)?,
+            recovery_audit_max_bytes: num(
+                o,
+                "recovery-audit-max-bytes",
+                self.recovery_audit_max_bytes,
+                (MIN_EXPORT_MAX_BYTES, u64::MAX),
+                " bytes",
+            )?,
+            recovery_audit_sync_every: to_u32(num(
+                o,
+                "recovery-audit-sync-every",
+                self.recovery_audit_sync_every,
+                (1, 1_000_000),
+                " records",
+            )?),
+            recovery_audit_key_file: path(
+                o,
+                "recovery-audit-key-file",
+                self.recovery_audit_key_file,
+                None,
+            )?,
+            shutdown_grace: ms(
+                o,
+                "shutdown-grace-ms",
+                self.shutdown_grace_ms,
+                (100, 60_000),
+            )?,
         })
     }
+}
+
+fn ms(
+    origin: Origin<'_>,
+    key: &str,
+    value: Option<u64>,
+    range: (u64, u64),
+) -> Result<Option<Duration>, ConfigError> {
+    Ok(num(origin, key, value, range, " milliseconds")?.map(Duration::from_millis))
+}
+
+/// A recovery command template: at least a program, no NUL byte (an
+/// argument cannot hold one). Everything else — quotes, `;`, `$(…)` — is a
+/// plain byte of some argument, because no shell ever sees it.
+pub(crate) fn parse_command(s: &str) -> Result<String, String> {
+    if s.contains('\0') {
+        return Err("must not contain a NUL byte".into());
+    }
+    if s.split_ascii_whitespace().next().is_none() {
+        return Err(
+            "must name a program to run, e.g. \"/usr/bin/systemctl restart app@{pid}\"".into(),
+        );
+    }
+    Ok(s.to_string())
+}
+
+/// `KEY=VALUE` for `--recovery-env`.
+pub(crate) fn parse_env(s: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = s.split_once('=') else {
+        return Err("expected KEY=VALUE, e.g. RESTART_MODE=soft".into());
+    };
+    if key.is_empty() {
+        return Err("the variable name before '=' is empty; expected KEY=VALUE".into());
+    }
+    if s.contains('\0') {
+        return Err("must not contain a NUL byte".into());
+    }
+    if key.starts_with("VARTA_") {
+        return Err(format!(
+            "{key} is reserved: the observer sets VARTA_AGENT_PID and VARTA_EVENT itself"
+        ));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 fn num(

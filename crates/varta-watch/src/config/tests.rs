@@ -143,19 +143,13 @@ const NO_EFFECT_FLAGS: &[&str] = &[
     "--scrape-budget-ms",
     "--audit-fsync-budget-ms",
     "--audit-rotation-budget-ms",
+    "--audit-sync-interval-ms",
 ];
 
 /// Original flags for features a later release implements.
 const LATER_FLAGS: &[&str] = &[
-    "--recovery-exec",
-    "--recovery-exec-file",
-    "--recovery-debounce-ms",
-    "--recovery-env",
-    "--recovery-inherit-env",
     "--prom-addr",
     "--prom-token-file",
-    "--shutdown-grace-ms",
-    "--recovery-timeout-ms",
     "--udp-port",
     "--udp-bind-addr",
     "--key-file",
@@ -170,12 +164,6 @@ const LATER_FLAGS: &[&str] = &[
     "--i-accept-secure-udp-non-loopback",
     "--secure-udp-i-accept-recovery-on-unauthenticated-transport",
     "--plaintext-udp-i-accept-recovery-on-unauthenticated-transport",
-    "--recovery-audit-file",
-    "--recovery-audit-max-bytes",
-    "--recovery-audit-sync-every",
-    "--audit-sync-interval-ms",
-    "--recovery-capture-stdio",
-    "--recovery-capture-bytes",
 ];
 
 fn original_args(flags: &[(&str, Option<&str>)]) -> Vec<&'static str> {
@@ -316,10 +304,20 @@ fn repeated_flag_takes_the_last_value_like_the_original() {
 }
 
 #[test]
-fn recovery_env_is_repeatable_and_warns_once() {
-    let config = run(&["--recovery-env", "A=1", "--recovery-env", "B=2"]);
-    assert_eq!(warnings_for(&config, "--recovery-env").len(), 1);
-    assert_eq!(config.warnings.len(), 1);
+fn recovery_env_is_repeatable_and_keeps_order() {
+    let config = run(&[
+        "--recovery-exec",
+        "/bin/true",
+        "--recovery-env",
+        "A=1",
+        "--recovery-env",
+        "B=x=y",
+    ]);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(
+        config.recovery.unwrap().env,
+        vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+    );
 }
 
 #[test]
@@ -523,6 +521,9 @@ fn parser_errors_are_usage_errors_with_exit_code_2() {
 
 #[test]
 fn every_original_flag_parses() {
+    let exec_dir = std::env::temp_dir().join(format!("varta-cfg-test-{}", std::process::id()));
+    let exec_file = exec_dir.join("recovery.cmd");
+    let exec_file_str: &'static str = Box::leak(exec_file.display().to_string().into_boxed_str());
     // One at a time, so each flag's own warning can be checked in isolation.
     for (flag, value) in ORIGINAL_FLAGS {
         let mut args = vec![*flag];
@@ -533,9 +534,36 @@ fn every_original_flag_parses() {
                 args.extend(["--export-file", "/tmp/e.tsv"])
             }
             "--global-beat-burst" => args.extend(["--global-beat-rate", "10"]),
+            "--recovery-exec" => {}
+            "--recovery-exec-file" => {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = fs::create_dir_all(&exec_dir);
+                fs::write(&exec_file, "/bin/true {pid}\n").unwrap();
+                fs::set_permissions(&exec_file, fs::Permissions::from_mode(0o600)).unwrap();
+                args[1] = exec_file_str;
+            }
+            f if f.starts_with("--recovery-audit-") && f != "--recovery-audit-file" => {
+                args.extend([
+                    "--recovery-audit-file",
+                    "/tmp/a.tsv",
+                    "--recovery-exec",
+                    "/bin/true",
+                ])
+            }
+            "--recovery-capture-bytes" => {
+                args.extend(["--recovery-exec", "/bin/true", "--recovery-capture-stdio"])
+            }
+            f if f.starts_with("--recovery-") || f == "--shutdown-grace-ms" => {
+                args.extend(["--recovery-exec", "/bin/true"])
+            }
             _ => {}
         }
         let config = run(&args);
+        if *flag == "--recovery-inherit-env" {
+            // Passing every secret to children is worth a warning.
+            assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+            continue;
+        }
         let is_compat = NO_EFFECT_FLAGS.contains(flag) || LATER_FLAGS.contains(flag);
         let own = warnings_for(&config, flag);
         if is_compat {
@@ -555,8 +583,15 @@ fn every_original_flag_parses() {
         }
     }
 
-    // All together, the way a 0.2.0 unit file with everything set would.
-    let config = run(&original_args(ORIGINAL_FLAGS));
+    // All together, the way a 0.2.0 unit file with everything set would
+    // (less --recovery-exec-file: the original, too, refuses it together
+    // with --recovery-exec).
+    let all: Vec<(&str, Option<&str>)> = ORIGINAL_FLAGS
+        .iter()
+        .copied()
+        .filter(|(f, _)| *f != "--recovery-exec-file")
+        .collect();
+    let config = run(&original_args(&all));
     for flag in NO_EFFECT_FLAGS.iter().chain(LATER_FLAGS) {
         assert_eq!(
             warnings_for(&config, flag).len(),
@@ -565,24 +600,132 @@ fn every_original_flag_parses() {
             config.warnings
         );
     }
+    // Plus the one for --recovery-inherit-env.
     assert_eq!(
         config.warnings.len(),
-        NO_EFFECT_FLAGS.len() + LATER_FLAGS.len()
+        NO_EFFECT_FLAGS.len() + LATER_FLAGS.len() + 1
     );
+    let _ = fs::remove_dir_all(&exec_dir);
 }
 
 #[test]
-fn recovery_exec_warning_says_no_command_runs() {
-    let config = run(&["--recovery-exec", "/bin/true {pid}"]);
-    assert_eq!(
-        config.warnings,
-        ["--recovery-exec is accepted for compatibility but recovery is not implemented in this build yet; no command will run"]
-    );
+fn recovery_exec_builds_a_recovery_config_with_defaults() {
+    let config = run(&["--recovery-exec", "/bin/true {pid} ;x"]);
+    let r = config.recovery.expect("recovery configured");
+    assert_eq!(r.template, "/bin/true {pid} ;x");
+    assert_eq!(r.source, CommandSource::Inline);
+    assert_eq!(r.debounce, Duration::from_millis(1000));
+    assert_eq!(r.timeout, None);
+    assert_eq!(r.kill_grace, Duration::from_millis(2000));
+    assert_eq!(r.max_attempts, 5);
+    assert_eq!(r.window, Duration::from_millis(300_000));
+    assert_eq!(r.backoff, Duration::from_millis(1000));
+    assert!(!r.capture && !r.inherit_env);
+    assert_eq!(r.capture_bytes, 4096);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(config.shutdown_grace, Duration::from_millis(5000));
     let config = run(&["--read-timeout-ms", "100"]);
     assert_eq!(
         config.warnings,
         ["--read-timeout-ms has no effect: the observer is event-driven and never polls with a read timeout"]
     );
+}
+
+#[test]
+fn recovery_settings_are_validated_with_the_fix_named() {
+    let e = fail(&["--recovery-exec", "/bin/true", "--recovery-exec-file", "/x"]).to_string();
+    assert!(e.contains("mutually exclusive"), "{e}");
+    let e = fail(&[
+        "--recovery-exec",
+        "/bin/true",
+        "--recovery-timeout-ms",
+        "50",
+    ])
+    .to_string();
+    assert!(
+        e.contains("--recovery-timeout-ms") && e.contains("between 100"),
+        "{e}"
+    );
+    let e = fail(&["--recovery-exec", "   "]).to_string();
+    assert!(e.contains("must name a program"), "{e}");
+    let e = fail(&["--recovery-exec", "/bin/true", "--recovery-env", "NOEQUALS"]).to_string();
+    assert!(e.contains("KEY=VALUE"), "{e}");
+    let e = fail(&[
+        "--recovery-exec",
+        "/bin/true",
+        "--recovery-env",
+        "VARTA_EVENT=x",
+    ])
+    .to_string();
+    assert!(e.contains("reserved"), "{e}");
+    let e = fail(&["--recovery-exec", "/bin/true", "--shutdown-grace-ms", "99"]).to_string();
+    assert!(e.contains("--shutdown-grace-ms"), "{e}");
+    let e = fail(&[
+        "--recovery-exec",
+        "/bin/true",
+        "--recovery-capture-bytes",
+        "2000000",
+    ])
+    .to_string();
+    assert!(e.contains("1048576"), "{e}");
+}
+
+#[test]
+fn recovery_exec_file_follows_the_secret_file_rules() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("recovery.cmd");
+    std::fs::write(
+        &p,
+        "# restart the unit\n/usr/bin/systemctl restart app@{pid}\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let arg = p.to_str().unwrap();
+    let e = fail(&["--recovery-exec-file", arg]);
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("chmod"), "{e}");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = run(&["--recovery-exec-file", arg]).recovery.unwrap();
+    assert_eq!(r.template, "/usr/bin/systemctl restart app@{pid}");
+    assert_eq!(r.source, CommandSource::File(p.clone()));
+    let link = dir.path().join("link.cmd");
+    std::os::unix::fs::symlink(&p, &link).unwrap();
+    let e = fail(&["--recovery-exec-file", link.to_str().unwrap()]).to_string();
+    assert!(e.contains("symlink"), "{e}");
+    std::fs::write(&p, "/bin/a\n/bin/b\n").unwrap();
+    let e = fail(&["--recovery-exec-file", arg]).to_string();
+    assert!(e.contains("exactly one"), "{e}");
+}
+
+#[test]
+fn recovery_and_audit_options_without_their_feature_warn() {
+    let config = run(&[
+        "--recovery-debounce-ms",
+        "10",
+        "--recovery-audit-sync-every",
+        "4",
+    ]);
+    assert!(config.recovery.is_none());
+    assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
+    assert!(config.warnings[0].contains("without a recovery command"));
+    assert!(config.warnings[1].contains("without an audit file"));
+    let config = run(&[
+        "--recovery-exec",
+        "/bin/true",
+        "--recovery-audit-file",
+        "/tmp/a.tsv",
+        "--recovery-audit-sync-every",
+        "4",
+        "--recovery-inherit-env",
+    ]);
+    let a = config.audit.unwrap();
+    assert_eq!(a.sync_every, 4);
+    assert!(config.warnings.iter().any(|w| w.contains("power cut")));
+    assert!(config
+        .warnings
+        .iter()
+        .any(|w| w.contains("whole environment")));
 }
 
 #[test]
@@ -784,7 +927,7 @@ shutdown-after-secs = 9
 #[test]
 fn compat_keys_in_file_warn_and_name_the_file() {
     let (_dir, path) = config_file(
-        "read-timeout-ms = 100\nrecovery_exec = \"/bin/true\"\nrecovery-env = [\"A=1\", \"B=2\"]\ni-accept-plaintext-udp = true\n",
+        "read-timeout-ms = 100\nprom_addr = \"127.0.0.1:9100\"\nudp-port = 9999\ni-accept-plaintext-udp = true\n",
     );
     let config = run_with_file(&path, &[]);
     assert_eq!(config.warnings.len(), 4, "{:?}", config.warnings);
@@ -798,10 +941,7 @@ fn compat_keys_in_file_warn_and_name_the_file() {
         .warnings
         .iter()
         .any(|w| w.starts_with("read-timeout-ms ")));
-    assert!(config
-        .warnings
-        .iter()
-        .any(|w| w.starts_with("recovery-exec ")));
+    assert!(config.warnings.iter().any(|w| w.starts_with("prom-addr ")));
 
     // Given both ways, the setting is reported once, as the flag.
     let config = run_with_file(&path, &["--read-timeout-ms", "200"]);

@@ -59,6 +59,62 @@ pub struct ExportConfig {
     pub sync_every: u64,
 }
 
+/// Where the recovery command came from (recorded in audit `spawn` records).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandSource {
+    /// `--recovery-exec` on the command line or in the config file.
+    Inline,
+    /// `--recovery-exec-file PATH` (re-read on reload).
+    File(PathBuf),
+}
+
+/// What to run when an agent stalls or exits, and the limits around it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryConfig {
+    /// The command template: split on whitespace, `{pid}` substituted in
+    /// every argument, run without a shell.
+    pub template: String,
+    /// Where `template` came from.
+    pub source: CommandSource,
+    /// Minimum time between two spawns for one pid (default 1 s).
+    pub debounce: Duration,
+    /// Kill a child running longer than this (default: never).
+    pub timeout: Option<Duration>,
+    /// SIGTERM → SIGKILL delay of the kill ladder (default 2 s).
+    pub kill_grace: Duration,
+    /// Restart-storm cap: attempts per agent within `window` (default 5).
+    pub max_attempts: u32,
+    /// Sliding window of the storm cap (default 300 s).
+    pub window: Duration,
+    /// First backoff between attempts, doubling, capped at 60 s (default 1 s).
+    pub backoff: Duration,
+    /// Extra `KEY=VALUE` environment for children, in order.
+    pub env: Vec<(String, String)>,
+    /// Children inherit the observer's whole environment.
+    pub inherit_env: bool,
+    /// Capture children's stdout and stderr.
+    pub capture: bool,
+    /// Combined stdout+stderr capture cap in bytes (default 4096).
+    pub capture_bytes: u32,
+    /// Agents with recovery state (debounce, attempts) at once (default 4096).
+    pub table_capacity: u32,
+    /// Recovery children running at once (default 1024).
+    pub max_children: u32,
+}
+
+/// The tamper-evident recovery audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// The log file (created 0600).
+    pub path: PathBuf,
+    /// Rotate above this size, keeping 5 generations.
+    pub max_bytes: Option<u64>,
+    /// `fdatasync` every N records (default 1: every record).
+    pub sync_every: u32,
+    /// HMAC-SHA256 key file (64 hex chars); plain SHA-256 chain without it.
+    pub key_file: Option<PathBuf>,
+}
+
 /// Complete daemon configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -92,6 +148,12 @@ pub struct Config {
     pub strict_namespace_check: bool,
     /// Log format.
     pub log_format: LogFormat,
+    /// Recovery command and policy, if any.
+    pub recovery: Option<RecoveryConfig>,
+    /// Recovery audit log, if any.
+    pub audit: Option<AuditConfig>,
+    /// How long shutdown waits for recovery children (default 5 s).
+    pub shutdown_grace: Duration,
     /// The TOML file this came from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
     /// One line per accepted-but-ineffective flag: printed as startup warnings.
@@ -120,6 +182,9 @@ impl Config {
             allow_cross_namespace_agents: false,
             strict_namespace_check: false,
             log_format: LogFormat::Text,
+            recovery: None,
+            audit: None,
+            shutdown_grace: Duration::from_millis(5000),
             config_file: None,
             warnings: Vec::new(),
             argv: Vec::new(),
@@ -131,3 +196,22 @@ impl Config {
 pub const MAX_TRACKER_CAPACITY: u32 = 4_194_304;
 /// Smallest accepted `--threshold-ms`.
 pub const MIN_THRESHOLD_MS: u64 = 10;
+
+/// Default `--recovery-debounce-ms`.
+pub const DEFAULT_RECOVERY_DEBOUNCE_MS: u64 = 1000;
+/// Default `--recovery-kill-grace-ms`.
+pub const DEFAULT_RECOVERY_KILL_GRACE_MS: u64 = 2000;
+/// Default `--recovery-max-attempts`.
+pub const DEFAULT_RECOVERY_MAX_ATTEMPTS: u32 = 5;
+/// Default `--recovery-window-ms`.
+pub const DEFAULT_RECOVERY_WINDOW_MS: u64 = 300_000;
+/// Default `--recovery-backoff-ms`.
+pub const DEFAULT_RECOVERY_BACKOFF_MS: u64 = 1000;
+/// Longest backoff between two attempts, however often the agent failed.
+pub const RECOVERY_BACKOFF_CAP_MS: u64 = 60_000;
+/// Default `--recovery-capture-bytes`.
+pub const DEFAULT_RECOVERY_CAPTURE_BYTES: u32 = 4096;
+/// Default `--recovery-table-capacity` (the original's debounce table size).
+pub const DEFAULT_RECOVERY_TABLE_CAPACITY: u32 = 4096;
+/// Default `--recovery-max-children`.
+pub const DEFAULT_RECOVERY_MAX_CHILDREN: u32 = 1024;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use varta_vlp::DecodeError;
 
-use crate::events::{Event, RejectReason, Sink};
+use crate::events::{Event, RecoveryOutcome, RejectReason, Sink};
 
 /// Shared counters.
 #[derive(Default)]
@@ -16,6 +16,7 @@ pub struct Counters {
     by_kind: [AtomicU64; Event::KINDS.len()],
     decode: [AtomicU64; 8],
     reject: [AtomicU64; RejectReason::ALL.len()],
+    recovery: [AtomicU64; RecoveryOutcome::LABELS.len()],
 }
 
 impl Counters {
@@ -40,6 +41,14 @@ impl Counters {
         self.reject[reason.index()].load(Ordering::Relaxed)
     }
 
+    /// Recovery outcomes with this label (see [`RecoveryOutcome::LABELS`]).
+    pub fn recovery(&self, label: &str) -> u64 {
+        RecoveryOutcome::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.recovery[i].load(Ordering::Relaxed))
+    }
+
     /// (kind, count) for every kind, plus `decode_error{kind}` and
     /// `rejected{reason}` breakdowns; for logs and the shutdown summary.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
@@ -58,6 +67,12 @@ impl Counters {
             out.push((
                 format!("rejected{{reason={}}}", r.as_str()),
                 self.rejected(r),
+            ));
+        }
+        for (l, c) in RecoveryOutcome::LABELS.iter().zip(&self.recovery) {
+            out.push((
+                format!("recovery{{outcome={l}}}"),
+                c.load(Ordering::Relaxed),
             ));
         }
         out
@@ -87,6 +102,9 @@ impl Sink for CountingSink {
             }
             Event::Rejected { reason, .. } => {
                 c.reject[reason.index()].fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Recovery { outcome, .. } => {
+                c.recovery[outcome.index()].fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
         }

@@ -46,7 +46,7 @@ use varta_vlp::NONCE_TERMINAL;
 
 use super::limit::RateLimit;
 use crate::config::{ExportConfig, ExportFormat};
-use crate::events::{Event, Sink};
+use crate::events::{Event, RecoveryOutcome, Sink};
 
 /// Bytes buffered before lines are handed to `write(2)` regardless of
 /// deadlines: large enough that a beat flood costs few syscalls, small enough
@@ -600,6 +600,10 @@ fn write_tsv(out: &mut Vec<u8>, ns: u64, event: &Event) -> io::Result<()> {
         Event::ClockJump { forward_ns } => {
             writeln!(out, "{ns}\tclock_jump\t-\t-\t-\t{forward_ns}")
         }
+        // The original's TSV export has no recovery lines and its readers
+        // know only its kinds; recovery is in the audit log and the JSON
+        // export.
+        Event::Recovery { .. } => Ok(()),
     }
 }
 
@@ -666,6 +670,16 @@ fn write_json(out: &mut Vec<u8>, ns: u64, wall: SystemTime, event: &Event) -> io
         }
         Event::ClockRegression { back_ns } => write!(out, "\"back_ns={back_ns}\"")?,
         Event::ClockJump { forward_ns } => write!(out, "\"forward_ns={forward_ns}\"")?,
+        Event::Recovery { child, outcome, .. } => match outcome {
+            RecoveryOutcome::ReapedNonzero { code } => {
+                write!(out, "\"{} child={child} code={code}\"", outcome.as_str())?
+            }
+            RecoveryOutcome::SpawnFailed { errno } => {
+                write!(out, "\"{} errno={errno}\"", outcome.as_str())?
+            }
+            _ if child != 0 => write!(out, "\"{} child={child}\"", outcome.as_str())?,
+            _ => json_str(out, outcome.as_str())?,
+        },
         Event::Stall { .. }
         | Event::CapacityExceeded { .. }
         | Event::NewLife { .. }
@@ -772,6 +786,7 @@ mod tests {
                     last_nonce: 7,
                     last_beat_ns: 5,
                     origin: Origin::KernelAttested,
+                    foreign_ns: false,
                 },
                 "1000\tstall\t42\t7\tstall\t-",
             ),
@@ -791,6 +806,7 @@ mod tests {
                     timestamp: 77,
                     payload: 13,
                     origin: Origin::NetworkVerified,
+                    foreign_ns: false,
                 },
                 "1000\texit\t42\t18446744073709551615\tcritical\t13",
             ),
@@ -1048,6 +1064,7 @@ mod tests {
                 last_nonce: 1,
                 last_beat_ns: 0,
                 origin: Origin::KernelAttested,
+                foreign_ns: false,
             },
         );
         assert_eq!(read(&path), "", "buffered until the batch ends");
@@ -1338,6 +1355,7 @@ mod tests {
                 last_nonce: 1,
                 last_beat_ns: 0,
                 origin: Origin::KernelAttested,
+                foreign_ns: false,
             },
         );
         sink.end_of_batch(1);

@@ -6,7 +6,7 @@
 //! counters always have every event.
 
 use super::limit::RateLimit;
-use crate::events::{Event, Sink};
+use crate::events::{Event, RecoveryOutcome, Sink};
 
 const WINDOW_NS: u64 = 10_000_000_000;
 /// Lines per window for agent lifecycle kinds.
@@ -63,6 +63,17 @@ impl Sink for LogSink {
                     tracing::warn!(pid, payload, suppressed, "agent sent its dying gasp (exit)");
                 }
             }
+            Event::Recovery {
+                pid,
+                child,
+                outcome,
+            } => {
+                // Per-kind budget is shared by all outcomes: a mass stall
+                // with recovery is bounded like the stalls themselves.
+                if let Some(suppressed) = self.allow(at_ns, event, LIFECYCLE_BUDGET) {
+                    log_recovery(pid, child, outcome, suppressed);
+                }
+            }
             Event::ClockJump { forward_ns } => tracing::warn!(
                 forward_ms = forward_ns / 1_000_000,
                 "observer woke late (suspend or VM pause?); agents get one threshold of grace"
@@ -79,6 +90,51 @@ impl Sink for LogSink {
                 }
             }
         }
+    }
+}
+
+fn log_recovery(pid: u32, child: u32, outcome: RecoveryOutcome, suppressed: u64) {
+    match outcome {
+        RecoveryOutcome::Spawned => {
+            tracing::info!(pid, child, suppressed, "recovery command started")
+        }
+        RecoveryOutcome::Debounced => {
+            tracing::info!(pid, suppressed, "recovery debounced (a child still runs, or within the debounce window or backoff)")
+        }
+        RecoveryOutcome::ReapedZero => {
+            tracing::info!(pid, child, suppressed, "recovery command succeeded")
+        }
+        RecoveryOutcome::ReapedNonzero { code } => {
+            tracing::warn!(pid, child, code, suppressed, "recovery command failed")
+        }
+        RecoveryOutcome::Killed => tracing::warn!(
+            pid,
+            child,
+            suppressed,
+            "recovery command overran its timeout and was killed with its process group"
+        ),
+        RecoveryOutcome::SpawnFailed { errno } => tracing::error!(
+            pid,
+            error = %std::io::Error::from_raw_os_error(errno),
+            suppressed,
+            "recovery command could not be started"
+        ),
+        RecoveryOutcome::Refused(reason) => tracing::warn!(
+            pid,
+            reason = reason.as_str(),
+            suppressed,
+            "recovery refused"
+        ),
+        RecoveryOutcome::GivenUp => tracing::error!(
+            pid,
+            suppressed,
+            "recovery given up: restart-storm cap reached (--recovery-max-attempts within --recovery-window-ms); no more attempts until the agent beats again and the window has room"
+        ),
+        RecoveryOutcome::GivenUpCleared => tracing::info!(
+            pid,
+            suppressed,
+            "given-up agent beats again; recovery resumes once the window has room"
+        ),
     }
 }
 
@@ -102,6 +158,7 @@ mod tests {
             last_nonce: 1,
             last_beat_ns: 0,
             origin: crate::events::Origin::KernelAttested,
+            foreign_ns: false,
         };
         let logged = (0..500)
             .filter(|i| s.allow(*i, &stall, LIFECYCLE_BUDGET).is_some())

@@ -48,6 +48,15 @@ pub struct TrackerSettings {
     pub allow_cross_namespace: bool,
 }
 
+impl TrackerSettings {
+    /// Whether an agent pinned to PID namespace `pidns` lives in another
+    /// namespace than the observer (unknown on either side counts as ours,
+    /// as admission does).
+    pub fn is_foreign(&self, pidns: u32) -> bool {
+        pidns != 0 && self.own_pidns != 0 && pidns != self.own_pidns
+    }
+}
+
 /// Reads facts about a process that the kernel does not put in the
 /// datagram. The Linux implementation reads `/proc`; tests fake it.
 pub trait ProcessProbe {
@@ -242,6 +251,7 @@ impl Tracker {
                     last_nonce: s.last_nonce,
                     last_beat_ns: s.last_beat_ns,
                     origin: s.origin,
+                    foreign_ns: self.settings.is_foreign(s.pidns),
                 },
             );
             raised += 1;
@@ -452,6 +462,7 @@ impl Tracker {
 
     fn accept_terminal(&mut self, now_ns: u64, idx: u32, f: &Frame, bus: &mut EventBus) {
         self.touch(now_ns, idx, f, SlotState::Exited);
+        let foreign_ns = self.settings.is_foreign(self.slots[idx as usize].pidns);
         let s = &mut self.slots[idx as usize];
         s.last_terminal_ts = f.timestamp;
         s.flags |= HAS_TERMINAL;
@@ -462,6 +473,7 @@ impl Tracker {
                 timestamp: f.timestamp,
                 payload: f.payload,
                 origin: s.origin,
+                foreign_ns,
             },
         );
     }

@@ -129,7 +129,8 @@ fn one_stall_per_silence_run_then_recovered() {
                 pid: 10,
                 last_nonce: 1,
                 last_beat_ns: 0,
-                origin: Origin::KernelAttested
+                origin: Origin::KernelAttested,
+                foreign_ns: false
             }
         )
     );

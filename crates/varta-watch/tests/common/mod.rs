@@ -1,10 +1,19 @@
 //! Helpers for tests that run the real `varta-watch` binary and real agent
 //! processes. Agents are this test binary re-executed in "agent mode"
 //! (`agent_entry` test + environment), so they link the real varta-client.
+//!
+//! Cleanup contract: every process a test starts is owned by a
+//! [`ChildGuard`] (or an [`Observer`], which holds one), so it is killed and
+//! reaped when the test ends — also when the test panics. Processes started
+//! here additionally get `PR_SET_PDEATHSIG(SIGKILL)`, so even a test binary
+//! killed outright (timeout, SIGKILL) takes its children with it. Temporary
+//! files live in `tempfile` directories owned by the same values.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::ops::{Deref, DerefMut};
 use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -69,22 +78,106 @@ pub fn maybe_run_agent() {
     }
 }
 
-/// Starts this test binary as an agent process.
-pub fn spawn_agent(mode: &str, socket: &Path, interval_ms: u64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "agent_entry", "--nocapture", "--test-threads=1"])
-        .env(AGENT_ENV, mode)
-        .env(SOCKET_ENV, socket)
-        .env(INTERVAL_ENV, interval_ms.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn agent")
+/// A spawned process that is killed (SIGKILL) and reaped when dropped, so
+/// no test leaves it behind, whichever way the test ends. Derefs to
+/// [`Child`]: `guard.id()`, `guard.kill()`, `guard.wait()`,
+/// `guard.try_wait()`, `guard.stderr` all work as on the `Child` itself, and
+/// an explicit `kill()` + `wait()` before the drop is harmless.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Takes ownership of an already spawned child.
+    pub fn new(child: Child) -> ChildGuard {
+        ChildGuard(child)
+    }
+
+    /// The process id as a nix `Pid` (for `kill(2)` with a chosen signal).
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.0.id() as i32)
+    }
+}
+
+impl From<Child> for ChildGuard {
+    fn from(child: Child) -> ChildGuard {
+        ChildGuard(child)
+    }
+}
+
+impl Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        reap(&mut self.0);
+    }
+}
+
+/// Kills `child` unless it was already reaped, then reaps it. Errors are
+/// ignored: the process may have exited (or been waited for) already, and
+/// `Child` remembers a collected status, so no signal reaches a recycled pid.
+pub fn reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Makes `cmd`'s process receive SIGKILL when the thread that spawned it
+/// dies (the test's thread, or the whole test binary on a timeout kill):
+/// the backstop for the one path `Drop` cannot cover.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs between fork and exec and only makes the
+    // async-signal-safe prctl(2) and getppid(2) calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl took effect.
+            if nix::libc::getppid() != parent {
+                return Err(std::io::Error::other("test process already gone"));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Spawns `cmd` under a [`ChildGuard`], dying with the test process.
+pub fn spawn_guarded(cmd: &mut Command) -> std::io::Result<ChildGuard> {
+    die_with_parent(cmd).spawn().map(ChildGuard)
+}
+
+/// Starts this test binary as an agent process. The returned guard kills
+/// and reaps the agent when dropped.
+pub fn spawn_agent(mode: &str, socket: &Path, interval_ms: u64) -> ChildGuard {
+    spawn_guarded(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "agent_entry", "--nocapture", "--test-threads=1"])
+            .env(AGENT_ENV, mode)
+            .env(SOCKET_ENV, socket)
+            .env(INTERVAL_ENV, interval_ms.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .expect("spawn agent")
 }
 
 /// A running observer with its own directory, socket and export file.
+/// Dropping it kills and reaps the process, then removes the directory.
 pub struct Observer {
-    pub child: Child,
+    /// Declared before `dir`: fields drop in order, so the process is gone
+    /// before its directory is removed.
+    pub child: ChildGuard,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub export: PathBuf,
@@ -102,17 +195,18 @@ impl Observer {
         let socket = dir.path().join("obs.sock");
         let export = dir.path().join("events.tsv");
         let stderr_path = dir.path().join("stderr.log");
-        let child = Command::new(bin())
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--export-file")
-            .arg(&export)
-            .args(args)
-            .env("VARTA_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .expect("spawn varta-watch");
+        let child = spawn_guarded(
+            Command::new(bin())
+                .arg("--socket")
+                .arg(&socket)
+                .arg("--export-file")
+                .arg(&export)
+                .args(args)
+                .env("VARTA_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&stderr_path).unwrap()),
+        )
+        .expect("spawn varta-watch");
         let obs = Observer {
             child,
             dir,
@@ -120,12 +214,16 @@ impl Observer {
             export,
             stderr_path,
         };
-        // Existence is not enough (a stale file may be there already):
-        // wait until a live socket accepts a connection.
-        obs.wait_until("socket bound", || {
-            UnixDatagram::unbound()
-                .and_then(|s| s.connect(&obs.socket))
-                .is_ok()
+        // Existence is not enough (a stale file may be there already), and
+        // neither is a socket that accepts connections: the observer enables
+        // SO_PASSCRED only after bind(2), and a datagram sent in between
+        // arrives without credentials (rejected as foreign_uid / pid 0). So
+        // wait for the startup line, logged once the listener is complete.
+        obs.wait_until("observer listening", || {
+            obs.stderr().contains("listening on")
+                && UnixDatagram::unbound()
+                    .and_then(|s| s.connect(&obs.socket))
+                    .is_ok()
         });
         obs
     }
@@ -206,21 +304,66 @@ impl Observer {
 
 impl Drop for Observer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Explicit so the process is reaped before `dir` is removed even if
+        // the field order above ever changes.
+        reap(&mut self.child);
     }
 }
 
-/// Runs the binary to completion (for config errors, --help).
+/// Runs the binary to completion (for config errors, --help). `output()`
+/// always waits for the process, so nothing outlives the call.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().unwrap()
+    die_with_parent(Command::new(bin()).args(args))
+        .output()
+        .unwrap()
 }
 
-pub struct KillOnDrop(pub Child);
+/// Anything that owns a [`Child`]: a bare `Child` or a [`ChildGuard`].
+pub trait AsChild {
+    fn as_child(&self) -> &Child;
+    fn as_child_mut(&mut self) -> &mut Child;
+}
 
-impl Drop for KillOnDrop {
+impl AsChild for Child {
+    fn as_child(&self) -> &Child {
+        self
+    }
+    fn as_child_mut(&mut self) -> &mut Child {
+        self
+    }
+}
+
+impl AsChild for ChildGuard {
+    fn as_child(&self) -> &Child {
+        &self.0
+    }
+    fn as_child_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+/// The older spelling of [`ChildGuard`], kept so existing call sites compile:
+/// `KillOnDrop(child)` wraps a bare `Child` *or* the guard that
+/// [`spawn_agent`] now returns, and `.0` still reaches something that acts
+/// as a `Child` (`agent.0.id()`, `agent.0.kill()`). New code should use the
+/// guard from [`spawn_agent`] / [`spawn_guarded`] directly.
+pub struct KillOnDrop<C: AsChild = Child>(pub C);
+
+impl<C: AsChild> Deref for KillOnDrop<C> {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_child()
+    }
+}
+
+impl<C: AsChild> DerefMut for KillOnDrop<C> {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_child_mut()
+    }
+}
+
+impl<C: AsChild> Drop for KillOnDrop<C> {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        reap(self.0.as_child_mut());
     }
 }

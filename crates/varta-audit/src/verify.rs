@@ -1,0 +1,449 @@
+//! Verifying audit files: header, parse, seq continuity and the hash chain,
+//! across rotated generations given oldest first.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use crate::chain::{ChainHash, ChainKey, ZERO_CHAIN};
+use crate::record::{parse_line, ParseError, Record};
+use crate::{HEADER_V1_PREFIX, HEADER_V2};
+
+/// Longest line the verifier reads (a real record is a few hundred bytes);
+/// bounds memory on garbage input.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records checked.
+    pub records: u64,
+    /// Seq of the first record.
+    pub first_seq: Option<u64>,
+    /// Seq of the last record.
+    pub last_seq: Option<u64>,
+    /// `boot` records among them.
+    pub boots: u64,
+    /// Files checked.
+    pub files: usize,
+    /// Chain value of the last record (what a writer continues from).
+    pub last_chain: Option<ChainHash>,
+    /// Seq of the first record when it is a `boot` record whose
+    /// `prev_chain` column anchored the chain (a rotated generation or a
+    /// resumed file whose earlier records were not given): nothing before
+    /// it was checked.
+    pub anchored_at: Option<u64>,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = |n: u64, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+        write!(f, "{}", plural(self.records, "record"))?;
+        if let (Some(a), Some(b)) = (self.first_seq, self.last_seq) {
+            write!(f, " (seq {a}..{b})")?;
+        }
+        write!(
+            f,
+            ", {}, {}",
+            plural(self.boots, "boot"),
+            plural(self.files as u64, "file")
+        )?;
+        if let Some(seq) = self.anchored_at {
+            write!(
+                f,
+                "; chain anchored at seq {seq}'s prev_chain (earlier records not given)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with the first bad line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The file does not start with the v2 header.
+    MissingHeader,
+    /// A legacy v1 file: no seq, no chain, nothing to verify.
+    LegacyV1,
+    /// The line is not a record.
+    Unparseable(ParseError),
+    /// Seq equal to or below the previous one.
+    SeqNotIncreasing {
+        /// The previous record's seq.
+        prev: u64,
+        /// This record's seq.
+        got: u64,
+    },
+    /// Seq jumps forward.
+    SeqGap {
+        /// The previous record's seq.
+        prev: u64,
+        /// This record's seq.
+        got: u64,
+    },
+    /// A `boot` record's `prev_chain` column is not the previous chain.
+    BootPrevMismatch,
+    /// The chain column is not the link computed from the previous record.
+    ChainMismatch {
+        /// The very first record failed without a key: the file may be keyed.
+        maybe_keyed: bool,
+    },
+    /// A key was given but the file verifies as a plain SHA-256 chain.
+    PlainChainWithKey,
+    /// The last line has no newline.
+    TornLine,
+    /// A line longer than [`MAX_LINE`].
+    LineTooLong,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::MissingHeader => write!(f, "missing header line `{}`", HEADER_V2.trim_end()),
+            Problem::LegacyV1 => f.write_str(
+                "legacy v1 file: v1 records carry no seq or chain and cannot be verified",
+            ),
+            Problem::Unparseable(e) => write!(f, "unparseable record: {e}"),
+            Problem::SeqNotIncreasing { prev, got } => write!(
+                f,
+                "seq {got} after seq {prev}: seq not increasing (records reordered or duplicated)"
+            ),
+            Problem::SeqGap { prev, got } => write!(
+                f,
+                "seq {got} after seq {prev} (expected {}): a record was removed or records were reordered",
+                prev + 1
+            ),
+            Problem::BootPrevMismatch => f.write_str(
+                "boot record's prev_chain column is not the previous record's chain",
+            ),
+            Problem::ChainMismatch { maybe_keyed } => {
+                f.write_str("chain mismatch: this record (or the one before it) was modified")?;
+                if *maybe_keyed {
+                    f.write_str("; if the file was written with --recovery-audit-key-file pass --key-file")?;
+                }
+                Ok(())
+            }
+            Problem::PlainChainWithKey => f.write_str(
+                "file uses a plain SHA-256 chain, not HMAC: it was written without --recovery-audit-key-file, or re-chained by someone without the key",
+            ),
+            Problem::TornLine => f.write_str(
+                "last line has no newline (torn write); the observer cuts it off on its next start",
+            ),
+            Problem::LineTooLong => write!(f, "line longer than {MAX_LINE} bytes"),
+        }
+    }
+}
+
+/// Where and why verification failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line number (the header is line 1).
+    pub line: u64,
+    /// The bad record's seq, when its seq column could be read.
+    pub seq: Option<u64>,
+    /// Why.
+    pub problem: Problem,
+    /// Records verified before it (0: the very first record failed).
+    pub records_before: u64,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} line {}", self.path.display(), self.line)?;
+        if let Some(s) = self.seq {
+            write!(f, " (seq {s})")?;
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+/// Why [`verify_files`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A file could not be read (missing, permission, I/O error).
+    #[error("cannot read {}: {source}", .path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The content does not verify.
+    #[error("{0}")]
+    Invalid(Box<Failure>),
+}
+
+/// Streaming verifier: feed files oldest first, then [`Verifier::finish`].
+#[derive(Debug)]
+pub struct Verifier {
+    key: ChainKey,
+    prev: Option<ChainHash>,
+    summary: Summary,
+}
+
+impl Verifier {
+    /// A verifier checking links with `key`.
+    pub fn new(key: ChainKey) -> Verifier {
+        Verifier {
+            key,
+            prev: None,
+            summary: Summary::default(),
+        }
+    }
+
+    /// Checks one file's content; `path` only labels failures.
+    pub fn check_reader<R: BufRead>(
+        &mut self,
+        path: &Path,
+        mut reader: R,
+    ) -> Result<(), VerifyError> {
+        self.summary.files += 1;
+        let mut buf = Vec::new();
+        let mut line_no = 0u64;
+        loop {
+            buf.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut buf)
+                .map_err(|source| VerifyError::Unreadable {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            let fail = |problem: Problem, seq: Option<u64>, before: u64| {
+                Err(VerifyError::Invalid(Box::new(Failure {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    seq,
+                    problem,
+                    records_before: before,
+                })))
+            };
+            let before = self.summary.records;
+            let Some(content) = buf.strip_suffix(b"\n") else {
+                let p = if buf.len() > MAX_LINE {
+                    Problem::LineTooLong
+                } else if line_no == 1 {
+                    Problem::MissingHeader
+                } else {
+                    Problem::TornLine
+                };
+                return fail(p, leading_seq(&buf), before);
+            };
+            if line_no == 1 {
+                if content == HEADER_V2.trim_end().as_bytes() {
+                    continue;
+                }
+                let p = if content.starts_with(HEADER_V1_PREFIX.as_bytes()) {
+                    Problem::LegacyV1
+                } else {
+                    Problem::MissingHeader
+                };
+                return fail(p, None, before);
+            }
+            if let Err((p, seq)) = self.check_line(content) {
+                return fail(p, seq, before);
+            }
+        }
+        if line_no == 0 {
+            return Err(VerifyError::Invalid(Box::new(Failure {
+                path: path.to_path_buf(),
+                line: 1,
+                seq: None,
+                problem: Problem::MissingHeader,
+                records_before: self.summary.records,
+            })));
+        }
+        Ok(())
+    }
+
+    fn check_line(&mut self, content: &[u8]) -> Result<(), (Problem, Option<u64>)> {
+        let p = parse_line(content).map_err(|e| (Problem::Unparseable(e), leading_seq(content)))?;
+        let seq = Some(p.seq);
+        if let Some(prev) = self.summary.last_seq {
+            if p.seq <= prev {
+                return Err((Problem::SeqNotIncreasing { prev, got: p.seq }, seq));
+            }
+            if Some(p.seq) != prev.checked_add(1) {
+                return Err((Problem::SeqGap { prev, got: p.seq }, seq));
+            }
+        }
+        let boot_prev = match &p.record {
+            Record::Boot { prev_chain, .. } => *prev_chain,
+            _ => None,
+        };
+        let prev = match (self.prev, boot_prev) {
+            (Some(running), Some(col)) if running != col => {
+                return Err((Problem::BootPrevMismatch, seq))
+            }
+            (Some(running), _) => running,
+            // The first record anchors the chain: a rotated generation
+            // starts from its boot record's prev_chain column, a fresh file
+            // from zero.
+            (None, Some(col)) => {
+                self.summary.anchored_at = Some(p.seq);
+                col
+            }
+            (None, None) => ZERO_CHAIN,
+        };
+        let expected = self
+            .key
+            .next(&prev, p.record.kind(), &content[..p.body_len]);
+        if expected != p.chain {
+            return Err((Problem::ChainMismatch { maybe_keyed: false }, seq));
+        }
+        let s = &mut self.summary;
+        s.records += 1;
+        s.first_seq.get_or_insert(p.seq);
+        s.last_seq = Some(p.seq);
+        s.last_chain = Some(p.chain);
+        if matches!(p.record, Record::Boot { .. }) {
+            s.boots += 1;
+        }
+        self.prev = Some(p.chain);
+        Ok(())
+    }
+
+    /// What was verified.
+    pub fn finish(self) -> Summary {
+        self.summary
+    }
+}
+
+/// The leading seq column of a line that failed to parse, if it is a number.
+fn leading_seq(line: &[u8]) -> Option<u64> {
+    let end = line.iter().position(|&b| b == b'\t')?;
+    std::str::from_utf8(&line[..end]).ok()?.parse().ok()
+}
+
+fn run(paths: &[PathBuf], key: &ChainKey) -> Result<Summary, VerifyError> {
+    let mut v = Verifier::new(key.clone());
+    for path in paths {
+        let file = File::open(path).map_err(|source| VerifyError::Unreadable {
+            path: path.clone(),
+            source,
+        })?;
+        v.check_reader(path, BufReader::with_capacity(64 * 1024, file))?;
+    }
+    Ok(v.finish())
+}
+
+/// Verifies `paths` as one chain, oldest first (`PATH.5` … `PATH.1`, `PATH`).
+///
+/// A keyed verification of a file that verifies as plain SHA-256 fails with
+/// [`Problem::PlainChainWithKey`]; an unkeyed verification that fails at
+/// the very first record says the file may be keyed.
+pub fn verify_files(paths: &[PathBuf], key: &ChainKey) -> Result<Summary, VerifyError> {
+    match run(paths, key) {
+        Err(VerifyError::Invalid(mut f))
+            if f.records_before == 0 && matches!(f.problem, Problem::ChainMismatch { .. }) =>
+        {
+            if key.is_keyed() {
+                if run(paths, &ChainKey::Plain).is_ok() {
+                    f.problem = Problem::PlainChainWithKey;
+                }
+            } else {
+                f.problem = Problem::ChainMismatch { maybe_keyed: true };
+            }
+            Err(VerifyError::Invalid(f))
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::BootReason;
+
+    fn file(n: u64, key: &ChainKey) -> String {
+        let mut s = String::from(HEADER_V2);
+        let mut prev = ZERO_CHAIN;
+        for seq in 1..=n {
+            let rec = if seq == 1 {
+                Record::Boot {
+                    wallclock_ms: 1,
+                    observer_ns: 0,
+                    daemon_pid: 7,
+                    prev_chain: None,
+                    reason: BootReason::Fresh,
+                }
+            } else {
+                Record::Refused {
+                    wallclock_ms: seq,
+                    observer_ns: seq,
+                    agent_pid: 100 + seq as u32,
+                    reason: "given_up".into(),
+                }
+            };
+            let (l, c) = rec.to_line(seq, key, &prev);
+            s.push_str(&l);
+            prev = c;
+        }
+        s
+    }
+
+    fn check(text: &str, key: &ChainKey) -> Result<Summary, Box<Failure>> {
+        let mut v = Verifier::new(key.clone());
+        match v.check_reader(Path::new("f"), text.as_bytes()) {
+            Ok(()) => Ok(v.finish()),
+            Err(VerifyError::Invalid(f)) => Err(f),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn valid_file_summary() {
+        let s = check(&file(4, &ChainKey::Plain), &ChainKey::Plain).unwrap();
+        assert_eq!(
+            (s.records, s.first_seq, s.last_seq, s.boots),
+            (4, Some(1), Some(4), 1)
+        );
+        assert_eq!(s.to_string(), "4 records (seq 1..4), 1 boot, 1 file");
+    }
+
+    #[test]
+    fn edits_are_located() {
+        let text = file(5, &ChainKey::Plain);
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        // Byte edit in record seq 3 (line 4).
+        let edited = text.replacen("\t103\t", "\t104\t", 1);
+        let f = check(&edited, &ChainKey::Plain).unwrap_err();
+        assert_eq!((f.line, f.seq), (4, Some(3)));
+        assert_eq!(f.problem, Problem::ChainMismatch { maybe_keyed: false });
+        // Line removed.
+        let removed: String = [lines[0], lines[1], lines[2], lines[4], lines[5]].concat();
+        let f = check(&removed, &ChainKey::Plain).unwrap_err();
+        assert_eq!((f.line, f.seq), (4, Some(4)));
+        assert_eq!(f.problem, Problem::SeqGap { prev: 2, got: 4 });
+        // Duplicate inserted.
+        let dup: String = [lines[0], lines[1], lines[2], lines[2], lines[3]].concat();
+        let f = check(&dup, &ChainKey::Plain).unwrap_err();
+        assert_eq!(f.problem, Problem::SeqNotIncreasing { prev: 2, got: 2 });
+        // Torn last line.
+        let f = check(&text[..text.len() - 1], &ChainKey::Plain).unwrap_err();
+        assert_eq!((f.line, f.problem.clone()), (6, Problem::TornLine));
+        // No header.
+        let f = check(&text[HEADER_V2.len()..], &ChainKey::Plain).unwrap_err();
+        assert_eq!((f.line, f.problem.clone()), (1, Problem::MissingHeader));
+        let f = check("", &ChainKey::Plain).unwrap_err();
+        assert_eq!(f.problem, Problem::MissingHeader);
+    }
+
+    #[test]
+    fn keyed_and_plain_modes() {
+        let key = ChainKey::from_hex(&[b'5'; 64]).unwrap();
+        let keyed = file(3, &key);
+        assert!(check(&keyed, &key).is_ok());
+        let f = check(&keyed, &ChainKey::Plain).unwrap_err();
+        assert_eq!((f.line, f.records_before), (2, 0));
+        let other = ChainKey::from_hex(&[b'6'; 64]).unwrap();
+        assert!(check(&keyed, &other).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! Startup: opening (or creating) the audit file under the secret-file
+//! rules, probing its tail, repairing a torn tail, refusing files we must
+//! not append to, and deciding where seq and chain continue from.
+
+use std::fs::File;
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use varta_audit::secret_file::{check_metadata, open_error, open_secret_file};
+use varta_audit::{probe, rotated_path, BootReason, ChainKey, Header, TailRecord};
+
+use super::writer::{sync_parent, Start};
+use super::{AuditError, AuditSettings};
+
+/// What startup decided, besides the [`Start`] for the sink.
+pub(super) struct Opened {
+    pub(super) start: Start,
+    pub(super) reason: BootReason,
+    /// Bytes cut off a torn tail (0: none).
+    pub(super) repaired: u64,
+    pub(super) created: bool,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Opens the existing file (checked: ours, ≤ 0600, not a symlink) or
+/// creates it (0600, `O_EXCL|O_NOFOLLOW`). Returns the file and whether it
+/// was created.
+fn open_or_create(path: &Path) -> Result<(File, bool), AuditError> {
+    let base = OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // O_NONBLOCK so a FIFO planted at the path cannot block the open; the
+    // type check refuses it right after.
+    match rustix::fs::open(path, base | OFlags::NONBLOCK, Mode::empty()) {
+        Ok(fd) => {
+            let file = File::from(fd);
+            let m = file.metadata().map_err(io_err(path))?;
+            check_metadata(path, &m).map_err(AuditError::File)?;
+            rustix::fs::fcntl_setfl(&file, OFlags::APPEND).map_err(|e| io_err(path)(e.into()))?;
+            Ok((file, false))
+        }
+        Err(Errno::NOENT) => {
+            let fd = rustix::fs::open(
+                path,
+                base | OFlags::CREATE | OFlags::EXCL,
+                Mode::RUSR | Mode::WUSR,
+            )
+            .map_err(|e| AuditError::File(open_error(path, e)))?;
+            Ok((File::from(fd), true))
+        }
+        Err(e) => Err(AuditError::File(open_error(path, e))),
+    }
+}
+
+/// Refuses to continue a chain whose last link does not verify with the
+/// configured key: appending would make the file unverifiable in any mode.
+fn check_link(path: &Path, last: &TailRecord, key: &ChainKey) -> Result<(), AuditError> {
+    if last.link_verifies(key) != Some(false) {
+        return Ok(());
+    }
+    if key.is_keyed() && last.link_verifies(&ChainKey::Plain) == Some(true) {
+        return Err(AuditError::PlainFileWithKey {
+            path: path.to_path_buf(),
+        });
+    }
+    Err(AuditError::TailDoesNotVerify {
+        path: path.to_path_buf(),
+        seq: last.line.seq,
+        keyed: key.is_keyed(),
+    })
+}
+
+/// The last record of `PATH.1`, to continue from when the live file has no
+/// record (a crash between rotation's rename and the new file's boot
+/// record, or an operator who removed the live file).
+fn previous_generation(path: &Path, key: &ChainKey) -> Result<Option<TailRecord>, AuditError> {
+    let prev = rotated_path(path, 1);
+    if std::fs::symlink_metadata(&prev).is_err() {
+        return Ok(None);
+    }
+    let file = open_secret_file(&prev).map_err(AuditError::File)?;
+    let p = probe(&file).map_err(io_err(&prev))?;
+    match p.last {
+        Some(last) => {
+            check_link(&prev, &last, key)?;
+            Ok(Some(last))
+        }
+        None => Ok(None),
+    }
+}
+
+pub(super) fn open(
+    s: &AuditSettings,
+    daemon_pid: u32,
+    key: ChainKey,
+) -> Result<Opened, AuditError> {
+    let path = &s.path;
+    let (file, created) = open_or_create(path)?;
+    if created {
+        // The new directory entry must survive a power cut like the records.
+        sync_parent(path).map_err(io_err(path))?;
+    }
+    let p = probe(&file).map_err(io_err(path))?;
+    let mut repaired = 0;
+    if let Some(to) = p.truncate_to {
+        rustix::fs::ftruncate(&file, to).map_err(|e| io_err(path)(e.into()))?;
+        rustix::fs::fdatasync(&file).map_err(|e| io_err(path)(e.into()))?;
+        repaired = p.len - to;
+    }
+    let len = p.truncate_to.unwrap_or(p.len);
+    let (continues, needs_header, reason) = match p.header {
+        Header::LegacyV1 => {
+            return Err(AuditError::LegacyV1 {
+                path: path.to_path_buf(),
+            })
+        }
+        Header::Unknown => {
+            return Err(AuditError::NotAuditFile {
+                path: path.to_path_buf(),
+            })
+        }
+        Header::V2 if p.last.is_none() && !p.complete_scan => {
+            return Err(AuditError::NoRecordInTail {
+                path: path.to_path_buf(),
+            })
+        }
+        Header::V2 if p.last.is_some() => {
+            let last = p.last.as_ref().expect("checked");
+            check_link(path, last, &key)?;
+            let reason = if repaired > 0 {
+                BootReason::CorruptTail
+            } else {
+                BootReason::Resume
+            };
+            (Some((last.line.seq, last.line.chain)), false, reason)
+        }
+        // No record in the file (empty, torn header, header only or only
+        // garbage after it): continue PATH.1's chain if there is one.
+        header => {
+            let prev = previous_generation(path, &key)?;
+            let reason = match (repaired > 0, &prev) {
+                (true, _) => BootReason::CorruptTail,
+                (false, Some(_)) => BootReason::Resume,
+                (false, None) => BootReason::Fresh,
+            };
+            let continues = prev.map(|t| (t.line.seq, t.line.chain));
+            (continues, header != Header::V2, reason)
+        }
+    };
+    Ok(Opened {
+        start: Start {
+            path: path.clone(),
+            file,
+            len,
+            key,
+            daemon_pid,
+            max_bytes: s.max_bytes,
+            sync_every: s.sync_every,
+            continues,
+            needs_header,
+        },
+        reason,
+        repaired,
+        created,
+    })
+}

@@ -93,7 +93,7 @@ fn sigkill_mid_write_then_restart_repairs_the_tail() {
     let socket = keep.join("obs2.sock");
     let mut again = Command::new(common::bin())
         .args(["--socket", socket.to_str().unwrap()])
-        .args(&args)
+        .args(args)
         .args(["--shutdown-after-secs", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -343,14 +343,12 @@ fn storm_cap_gives_up_and_a_beat_clears_it() {
     let agent = spawn_agent("beat", &obs.socket, 20);
     let pid = agent.id();
     obs.wait_for_json_beat(pid);
-    let mut recovered = 0;
     // Flap: every silence is a stall, every resume a recovery.
     for attempt in 1..=2 {
         stop(pid);
         wait_outcome(&obs, pid, "reaped_zero", attempt);
         cont(pid);
-        recovered += 1;
-        obs.wait_until("recovered", || events(&obs, "recovered").len() >= recovered);
+        obs.wait_until("recovered", || events(&obs, "recovered").len() >= attempt);
     }
     stop(pid);
     wait_outcome(&obs, pid, "given_up", 1);

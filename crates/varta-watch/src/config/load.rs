@@ -12,6 +12,8 @@ use super::types::{Config, ExportConfig, ExportFormat};
 
 /// What the command line asks the binary to do.
 #[derive(Clone, Debug, PartialEq)]
+// Built once at startup and on reload: the size of the variant is irrelevant.
+#[allow(clippy::large_enum_variant)]
 pub enum Loaded {
     /// Run the observer with this configuration.
     Run(Config),

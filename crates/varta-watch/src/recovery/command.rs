@@ -75,7 +75,7 @@ impl CommandTemplate {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.env("VARTA_AGENT_PID", &pid_string(pid))
+        cmd.env("VARTA_AGENT_PID", pid.to_string())
             .env("VARTA_EVENT", kind.as_str());
         cmd.stdin(Stdio::null());
         if self.capture {
@@ -86,10 +86,6 @@ impl CommandTemplate {
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         (cmd, len)
     }
-}
-
-fn pid_string(pid: u32) -> String {
-    pid.to_string()
 }
 
 #[cfg(test)]

@@ -455,18 +455,15 @@ impl Runner {
                 // SIGKILL cannot be ignored: the wait is short.
                 let _ = r.child.wait();
             }
-            self.reap_after_wait(child);
+            // `wait` collected the status; `reap` sees it again through
+            // `try_wait` and writes the record.
+            self.reap(child);
         }
         self.flush_reports();
         if let Some(audit) = self.audit.take() {
             let report = audit.shutdown(Instant::now() + Duration::from_secs(5));
             tracing::debug!(?report, "audit log closed");
         }
-    }
-
-    fn reap_after_wait(&mut self, child: u32) {
-        // `wait` already collected the status; try_wait returns it again.
-        self.reap(child);
     }
 
     fn audit(&mut self, rec: Record) {

@@ -53,8 +53,8 @@ use std::path::{Path, PathBuf};
 
 pub use chain::{ChainHash, ChainKey, KeyFileError, ZERO_CHAIN};
 pub use record::{
-    escape_excerpt, sanitize, unescape_excerpt, BootReason, ParseError, ParsedLine, Record,
-    EXCERPT_MAX,
+    escape_excerpt, parse_line, sanitize, unescape_excerpt, BootReason, ParseError, ParsedLine,
+    Record, EXCERPT_MAX,
 };
 pub use secret_file::{read_secret_file, SecretFileError};
 pub use tail::{probe, Header, TailProbe, TailRecord};

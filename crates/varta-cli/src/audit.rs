@@ -17,7 +17,8 @@ pub enum AuditCommand {
     /// the generations oldest first (PATH.5 … PATH.1 PATH), or give PATH
     /// alone with --with-rotated. A file checked without its older
     /// generations is anchored on the prev_chain column of its first boot
-    /// record, which the summary says.
+    /// record, which the summary says. Like any hash chain it cannot show
+    /// records cut off the end: compare the last seq with what you expect.
     ///
     /// Exit status: 0 the chain holds (one summary line); 1 a record does
     /// not verify (names the file, line and seq of the first bad record and

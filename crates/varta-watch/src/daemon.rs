@@ -149,6 +149,26 @@ impl Daemon {
         sink_factory: Option<SinkFactory>,
         extra: Vec<Box<dyn Sink>>,
     ) -> Result<Daemon, DaemonError> {
+        // The audit log first: a bad audit file must stop the start before
+        // the socket exists, not leave a bound socket behind.
+        let audit_counters = Arc::new(AuditCounters::default());
+        let audit = match &config.audit {
+            Some(a) => Some(
+                AuditLog::open(
+                    &AuditSettings {
+                        path: a.path.clone(),
+                        max_bytes: a.max_bytes,
+                        sync_every: a.sync_every,
+                        key_file: a.key_file.clone(),
+                        queue_capacity: crate::recovery::REQUEST_QUEUE,
+                    },
+                    std::process::id(),
+                    audit_counters.clone(),
+                )
+                .map_err(|e| DaemonError::Audit(e.to_string()))?,
+            ),
+            None => None,
+        };
         prepare_default_dir(&config.socket)?;
         let mut listener =
             UdsListener::bind(&config.socket, config.socket_mode, config.uds_rcvbuf_bytes)?;
@@ -165,25 +185,7 @@ impl Daemon {
         }
         let poll = Poll::new().map_err(os("cannot create epoll instance"))?;
         let clock = ObserverClock::new(config.clock_source);
-        let audit_counters = Arc::new(AuditCounters::default());
         let recovery = if config.recovery.is_some() || config.audit.is_some() {
-            let audit = match &config.audit {
-                Some(a) => Some(
-                    AuditLog::open(
-                        &AuditSettings {
-                            path: a.path.clone(),
-                            max_bytes: a.max_bytes,
-                            sync_every: a.sync_every,
-                            key_file: a.key_file.clone(),
-                            queue_capacity: crate::recovery::REQUEST_QUEUE,
-                        },
-                        std::process::id(),
-                        audit_counters.clone(),
-                    )
-                    .map_err(|e| DaemonError::Audit(e.to_string()))?,
-                ),
-                None => None,
-            };
             let waker = Arc::new(
                 mio::Waker::new(poll.registry(), RECOVERY)
                     .map_err(os("cannot create the recovery waker"))?,

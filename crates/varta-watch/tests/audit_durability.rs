@@ -207,3 +207,64 @@ fn disk_full_is_survived_and_recovered() {
     });
     verify(&audit);
 }
+
+/// With `--recovery-audit-key-file` the observer writes an HMAC chain:
+/// it verifies with the key and not as a plain SHA-256 chain.
+#[test]
+fn hmac_chain_written_by_the_observer_needs_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("audit.key");
+    std::fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let audit = dir.path().join("audit.tsv");
+    let exec = exec(dir.path());
+    let mut obs = Observer::start_in(
+        dir,
+        &[
+            "--threshold-ms",
+            "150",
+            "--recovery-exec",
+            exec.as_str(),
+            "--recovery-audit-file",
+            audit.to_str().unwrap(),
+            "--recovery-audit-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    let mut agent = spawn_agent("beat", &obs.socket, 20);
+    obs.wait_for("beat", Some(agent.id()));
+    let _ = agent.kill();
+    let _ = agent.wait();
+    obs.wait_until("complete record", || {
+        !of_kind(&audit, "complete").is_empty()
+    });
+    obs.signal(Signal::SIGTERM);
+    assert_eq!(obs.wait_exit(), Some(0));
+    let hmac = varta_audit::ChainKey::from_key_file(&key).unwrap();
+    let summary = varta_audit::verify_files(&[audit.clone()], &hmac).unwrap();
+    assert_eq!(summary.records, 3, "boot, spawn, complete");
+    assert!(
+        varta_audit::verify_files(&[audit], &varta_audit::ChainKey::Plain).is_err(),
+        "an HMAC chain is not a plain SHA-256 chain"
+    );
+}
+
+/// An existing audit file others can read is refused at startup (exit 1)
+/// with the fix named, before the socket is bound.
+#[test]
+fn audit_file_readable_by_others_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.tsv");
+    std::fs::write(&audit, varta_audit::HEADER_V2).unwrap();
+    std::fs::set_permissions(&audit, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let socket = dir.path().join("obs.sock");
+    let out = Command::new(common::bin())
+        .args(["--socket", socket.to_str().unwrap()])
+        .args(["--recovery-audit-file", audit.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod"), "{err}");
+    assert!(!socket.exists(), "no socket left behind");
+}

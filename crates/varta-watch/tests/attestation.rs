@@ -185,105 +185,11 @@ fn truncated_ancillary_data_is_a_counted_drop() {
     );
 }
 
-/// An agent running in its own PID namespace under `unshare`. Dropping it
-/// tears the whole namespace down and reaps everything in it.
-///
-/// Killing `unshare` alone is not enough: its forked child (`sh`, pid 1 of
-/// the namespace) would be re-parented to init and the agent would beat
-/// forever. So the drop first SIGKILLs the namespace's init — which makes
-/// the kernel kill every other process of the namespace and reap them
-/// before init itself exits — then kills and reaps `unshare`, which has
-/// reaped init by then. `--kill-child` (plus the guard's parent-death
-/// signal) covers a test binary that is killed before any drop runs.
-struct NamespacedAgent {
-    unshare: common::ChildGuard,
-}
-
-impl Drop for NamespacedAgent {
-    fn drop(&mut self) {
-        for init in children_of(self.unshare.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(init),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        // unshare reaps init and exits on its own; give it the chance, so
-        // init is not left a zombie re-parented to the system's init. Then
-        // `self.unshare` (a ChildGuard) kills, if need be, and reaps it.
-        let start = std::time::Instant::now();
-        while matches!(self.unshare.try_wait(), Ok(None)) && start.elapsed() < common::PATIENCE {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-/// Pids whose parent is `pid`, from `/proc/*/stat`.
-fn children_of(pid: u32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| {
-            // "pid (comm) state ppid ...": comm may hold spaces, so split
-            // after the last ')'.
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|st| {
-                    let rest = &st[st.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
-        .collect()
-}
-
-/// Whether `pid` still exists (zombies included) in our PID namespace.
-fn alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Runs the agent in a new PID namespace (`unshare --pid --fork`), where its
-/// own pid differs from the kernel's view.
-fn spawn_namespaced_agent(socket: &std::path::Path) -> Option<NamespacedAgent> {
-    let unshare = ["/usr/bin/unshare", "/bin/unshare"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())?;
-    if !nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    let exe = std::env::current_exe().unwrap();
-    // `sh` is pid 1 in the new namespace, so the agent gets a pid >= 2.
-    let script = format!(
-        "'{}' --exact agent_entry --nocapture --test-threads=1 & wait",
-        exe.display()
-    );
-    let unshare = common::spawn_guarded(
-        std::process::Command::new(unshare)
-            .args([
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--mount-proc",
-                "sh",
-                "-c",
-                &script,
-            ])
-            .env(common::AGENT_ENV, "beat")
-            .env(common::SOCKET_ENV, socket)
-            .env(common::INTERVAL_ENV, "20")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    )
-    .ok()?;
-    Some(NamespacedAgent { unshare })
-}
-
 #[test]
 fn cross_namespace_agents_are_dropped_allowed_or_fatal() {
     // Default: dropped and counted.
     let obs = Observer::start(&["--threshold-ms", "60000"]);
-    let Some(agent) = spawn_namespaced_agent(&obs.socket) else {
+    let Some(agent) = common::spawn_namespaced_agent(&obs.socket) else {
         eprintln!("skipped: needs root and unshare(1)");
         return;
     };
@@ -299,16 +205,16 @@ fn cross_namespace_agents_are_dropped_allowed_or_fatal() {
 
     // Allowed: tracked under the kernel's (our namespace's) pid.
     let obs = Observer::start(&["--threshold-ms", "60000", "--allow-cross-namespace-agents"]);
-    let agent = spawn_namespaced_agent(&obs.socket).unwrap();
+    let agent = common::spawn_namespaced_agent(&obs.socket).unwrap();
     let beat = obs.wait_for("beat", None);
     let pid: i32 = beat[2].parse().unwrap();
-    assert!(alive(pid));
+    assert!(common::alive(pid));
     // Tearing the namespace down takes the agent with it: nothing is left
     // re-parented to init, beating forever.
-    let init = children_of(agent.unshare.id());
+    let init = common::children_of(agent.unshare.id());
     drop(agent);
     let start = std::time::Instant::now();
-    while alive(pid) || init.iter().any(|&p| alive(p)) {
+    while common::alive(pid) || init.iter().any(|&p| common::alive(p)) {
         assert!(
             start.elapsed() < common::PATIENCE,
             "namespaced agent {pid} (init {init:?}) survived its guard"
@@ -319,7 +225,7 @@ fn cross_namespace_agents_are_dropped_allowed_or_fatal() {
 
     // Strict: the observer stops with exit code 1.
     let mut obs = Observer::start(&["--threshold-ms", "60000", "--strict-namespace-check"]);
-    let _agent = spawn_namespaced_agent(&obs.socket).unwrap();
+    let _agent = common::spawn_namespaced_agent(&obs.socket).unwrap();
     assert_eq!(obs.wait_exit(), Some(1));
     assert!(
         obs.stderr().contains("another PID namespace"),

@@ -241,7 +241,7 @@ fn hmac_chain_written_by_the_observer_needs_the_key() {
     obs.signal(Signal::SIGTERM);
     assert_eq!(obs.wait_exit(), Some(0));
     let hmac = varta_audit::ChainKey::from_key_file(&key).unwrap();
-    let summary = varta_audit::verify_files(&[audit.clone()], &hmac).unwrap();
+    let summary = varta_audit::verify_files(std::slice::from_ref(&audit), &hmac).unwrap();
     assert_eq!(summary.records, 3, "boot, spawn, complete");
     assert!(
         varta_audit::verify_files(&[audit], &varta_audit::ChainKey::Plain).is_err(),

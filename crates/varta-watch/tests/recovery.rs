@@ -463,6 +463,26 @@ fn capacity_refusals_are_counted_and_audited() {
 }
 
 #[test]
+fn cross_namespace_agent_is_refused() {
+    let (obs, audit) = observer_with(
+        "exit 0",
+        "{pid}",
+        &["--threshold-ms", "150", "--allow-cross-namespace-agents"],
+    );
+    let Some(ns) = common::spawn_namespaced_agent(&obs.socket) else {
+        eprintln!("skipped: needs root and unshare(1)");
+        return;
+    };
+    obs.wait_until("a beat from the namespace", || {
+        !events(&obs, "beat").is_empty()
+    });
+    drop(ns); // kills the whole namespace: its agent stalls
+    obs.wait_until("refusal", || !records_of(&audit, "refused").is_empty());
+    assert_eq!(records_of(&audit, "refused")[0][5], "cross_namespace_agent");
+    assert!(records_of(&audit, "spawn").is_empty());
+}
+
+#[test]
 fn shutdown_ladders_running_children_and_writes_their_records() {
     let (mut obs, audit) = observer_with(
         "trap '' TERM; sleep 60",

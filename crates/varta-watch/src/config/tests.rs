@@ -521,8 +521,8 @@ fn parser_errors_are_usage_errors_with_exit_code_2() {
 
 #[test]
 fn every_original_flag_parses() {
-    let exec_dir = std::env::temp_dir().join(format!("varta-cfg-test-{}", std::process::id()));
-    let exec_file = exec_dir.join("recovery.cmd");
+    let exec_dir = tempfile::tempdir().unwrap();
+    let exec_file = exec_dir.path().join("recovery.cmd");
     let exec_file_str: &'static str = Box::leak(exec_file.display().to_string().into_boxed_str());
     // One at a time, so each flag's own warning can be checked in isolation.
     for (flag, value) in ORIGINAL_FLAGS {
@@ -537,7 +537,6 @@ fn every_original_flag_parses() {
             "--recovery-exec" => {}
             "--recovery-exec-file" => {
                 use std::os::unix::fs::PermissionsExt;
-                let _ = fs::create_dir_all(&exec_dir);
                 fs::write(&exec_file, "/bin/true {pid}\n").unwrap();
                 fs::set_permissions(&exec_file, fs::Permissions::from_mode(0o600)).unwrap();
                 args[1] = exec_file_str;
@@ -605,7 +604,6 @@ fn every_original_flag_parses() {
         config.warnings.len(),
         NO_EFFECT_FLAGS.len() + LATER_FLAGS.len() + 1
     );
-    let _ = fs::remove_dir_all(&exec_dir);
 }
 
 #[test]

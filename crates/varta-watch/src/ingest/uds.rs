@@ -180,18 +180,30 @@ impl UdsListener {
         clear_stale(path)?;
         // Create the socket file owner-only, then widen to the requested mode:
         // no window in which it is more open than asked.
+        //
+        // SO_PASSCRED and the receive buffer are set before bind: once the
+        // path exists agents may send, and a datagram queued before
+        // SO_PASSCRED carries no credentials and would be dropped.
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(|e| io_err("cannot create a socket for", path)(e.into()))?;
+        setsockopt(&fd, sockopt::PassCred, &true)
+            .map_err(|e| io_err("cannot enable SO_PASSCRED on", path)(e.into()))?;
+        let granted_rcvbuf = set_rcvbuf(&fd, rcvbuf);
+        let addr = UnixAddr::new(path).map_err(|e| io_err("cannot bind", path)(e.into()))?;
         let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-        let bound = UnixDatagram::bind(path);
+        let bound = nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
         nix::sys::stat::umask(old_umask);
-        let sock = bound.map_err(io_err("cannot bind", path))?;
+        bound.map_err(|e| io_err("cannot bind", path)(e.into()))?;
+        let sock = UnixDatagram::from(fd);
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(io_err("cannot set mode on", path))?;
         let meta = std::fs::symlink_metadata(path).map_err(io_err("cannot inspect", path))?;
-        sock.set_nonblocking(true)
-            .map_err(io_err("cannot make non-blocking", path))?;
-        setsockopt(&sock, sockopt::PassCred, &true)
-            .map_err(|e| io_err("cannot enable SO_PASSCRED on", path)(e.into()))?;
-        let granted_rcvbuf = set_rcvbuf(&sock, rcvbuf);
         let mut procfs = ProcFs::default();
         Ok(UdsListener {
             own_uid: nix::unistd::geteuid().as_raw(),
@@ -440,7 +452,7 @@ impl Drop for UdsListener {
 
 /// Asks for `want` bytes of SO_RCVBUF (root may exceed rmem_max with
 /// SO_RCVBUFFORCE) and returns what the kernel granted.
-fn set_rcvbuf(sock: &UnixDatagram, want: usize) -> usize {
+fn set_rcvbuf<F: std::os::fd::AsFd>(sock: &F, want: usize) -> usize {
     if want > 0 && setsockopt(sock, sockopt::RcvBufForce, &want).is_err() {
         let _ = setsockopt(sock, sockopt::RcvBuf, &want);
     }

@@ -367,3 +367,97 @@ impl<C: AsChild> Drop for KillOnDrop<C> {
         reap(self.0.as_child_mut());
     }
 }
+
+/// An agent running in its own PID namespace under `unshare`. Dropping it
+/// tears the whole namespace down and reaps everything in it.
+///
+/// Killing `unshare` alone is not enough: its forked child (`sh`, pid 1 of
+/// the namespace) would be re-parented to init and the agent would beat
+/// forever. So the drop first SIGKILLs the namespace's init — which makes
+/// the kernel kill every other process of the namespace and reap them
+/// before init itself exits — then kills and reaps `unshare`, which has
+/// reaped init by then. `--kill-child` (plus the guard's parent-death
+/// signal) covers a test binary that is killed before any drop runs.
+pub struct NamespacedAgent {
+    pub unshare: ChildGuard,
+}
+
+impl Drop for NamespacedAgent {
+    fn drop(&mut self) {
+        for init in children_of(self.unshare.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // unshare reaps init and exits on its own; give it the chance, so
+        // init is not left a zombie re-parented to the system's init. Then
+        // `self.unshare` (a ChildGuard) kills, if need be, and reaps it.
+        let start = std::time::Instant::now();
+        while matches!(self.unshare.try_wait(), Ok(None)) && start.elapsed() < PATIENCE {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Pids whose parent is `pid`, from `/proc/*/stat`.
+pub fn children_of(pid: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            // "pid (comm) state ppid ...": comm may hold spaces, so split
+            // after the last ')'.
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|st| {
+                    let rest = &st[st.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Whether `pid` still exists (zombies included) in our PID namespace.
+pub fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Runs the agent in a new PID namespace (`unshare --pid --fork`), where its
+/// own pid differs from the kernel's view.
+pub fn spawn_namespaced_agent(socket: &std::path::Path) -> Option<NamespacedAgent> {
+    let unshare = ["/usr/bin/unshare", "/bin/unshare"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let exe = std::env::current_exe().unwrap();
+    // `sh` is pid 1 in the new namespace, so the agent gets a pid >= 2.
+    let script = format!(
+        "'{}' --exact agent_entry --nocapture --test-threads=1 & wait",
+        exe.display()
+    );
+    let unshare = spawn_guarded(
+        std::process::Command::new(unshare)
+            .args([
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount-proc",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .env(AGENT_ENV, "beat")
+            .env(SOCKET_ENV, socket)
+            .env(INTERVAL_ENV, "20")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+    .ok()?;
+    Some(NamespacedAgent { unshare })
+}

@@ -230,12 +230,7 @@ impl AuditLog {
                 "recovery audit file ended with a torn or unparseable line (unclean shutdown); cut it off and continued the chain"
             );
         }
-        if s.sync_every > 1 {
-            tracing::warn!(
-                sync_every = s.sync_every,
-                "--recovery-audit-sync-every > 1: up to that many audit records can be lost on power failure"
-            );
-        }
+        // `sync_every > 1` is warned about once, by config validation.
         let shared = Arc::new(Shared::default());
         let continues = opened.start.continues.is_some();
         let mut sink = Sink::new(opened.start, counters.clone(), shared.clone());

@@ -41,6 +41,9 @@ pub(super) fn build<'a>(
                     origin(from_flags.recovery_inherit_env.is_some()).name("recovery-inherit-env")
                 ));
             }
+            if let Some(w) = program_warning(&template, inherit_env) {
+                warnings.push(w);
+            }
             let capture = merged.recovery_capture_stdio.unwrap_or(false);
             if !capture && merged.recovery_capture_bytes.is_some() {
                 warnings.push(format!(
@@ -211,6 +214,37 @@ pub(super) fn build<'a>(
         }
     };
     Ok((recovery, audit))
+}
+
+/// A recovery program that cannot be executed now would fail at every
+/// stall; say so at startup (a warning, not an error: it may be installed
+/// before the first stall).
+fn program_warning(template: &str, inherit_env: bool) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = template.split_ascii_whitespace().next()?;
+    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+        vec![program.into()]
+    } else {
+        let path = if inherit_env {
+            std::env::var("PATH").unwrap_or_default()
+        } else {
+            crate::recovery::command::CHILD_PATH.to_string()
+        };
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(program))
+            .collect()
+    };
+    let runnable = candidates.iter().any(|c| {
+        std::fs::metadata(c).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    });
+    (!runnable).then(|| {
+        if program.contains('/') {
+            format!("recovery program {program} does not exist or is not executable; every recovery will fail (spawn_failed) until it is")
+        } else {
+            format!("recovery program {program} is not found in the children's PATH (/usr/bin:/bin unless --recovery-inherit-env); give its absolute path")
+        }
+    })
 }
 
 /// Reads `--recovery-exec-file` under the secret-file rules: whoever can

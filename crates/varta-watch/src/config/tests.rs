@@ -73,10 +73,7 @@ fn fail_with_file(path: &Path, list: &[&str]) -> ConfigError {
 const ORIGINAL_FLAGS: &[(&str, Option<&str>)] = &[
     ("--socket", Some("/tmp/varta-test.sock")),
     ("--threshold-ms", Some("500")),
-    (
-        "--recovery-exec",
-        Some("/usr/bin/systemctl restart app@{pid}"),
-    ),
+    ("--recovery-exec", Some("/bin/kill -HUP {pid}")),
     ("--recovery-exec-file", Some("/etc/varta/recovery.cmd")),
     ("--recovery-debounce-ms", Some("1000")),
     ("--recovery-env", Some("FOO=bar")),
@@ -627,6 +624,21 @@ fn recovery_exec_builds_a_recovery_config_with_defaults() {
         config.warnings,
         ["--read-timeout-ms has no effect: the observer is event-driven and never polls with a read timeout"]
     );
+}
+
+#[test]
+fn missing_recovery_program_is_warned_at_startup() {
+    let config = run(&["--recovery-exec", "/nonexistent/restart {pid}"]);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(config.warnings[0].contains("does not exist"));
+    let config = run(&["--recovery-exec", "no-such-program-anywhere {pid}"]);
+    assert!(
+        config.warnings[0].contains("absolute path"),
+        "{:?}",
+        config.warnings
+    );
+    // Found in the children's PATH: fine.
+    assert!(run(&["--recovery-exec", "true {pid}"]).warnings.is_empty());
 }
 
 #[test]

@@ -156,10 +156,7 @@ impl Daemon {
             Some(a) => Some(
                 AuditLog::open(
                     &AuditSettings {
-                        path: a.path.clone(),
-                        max_bytes: a.max_bytes,
-                        sync_every: a.sync_every,
-                        key_file: a.key_file.clone(),
+                        file: a.clone(),
                         queue_capacity: crate::recovery::REQUEST_QUEUE,
                     },
                     std::process::id(),

@@ -125,9 +125,7 @@ fn stall_spawns_and_reaps_with_exit_code_duration_and_pid() {
         "--agent {pid} x{pid}y",
         &["--threshold-ms", "200"],
     );
-    let agent = spawn_agent("beat", &obs.socket, 20);
-    let pid = agent.id();
-    obs.wait_for_json_beat(pid);
+    let (_agent, pid) = beating(&obs);
     stop(pid);
     wait_outcome(&obs, pid, "reaped_nonzero", 1);
     let args = std::fs::read_to_string(dir(&obs).join(format!("args.{pid}"))).unwrap();
@@ -159,9 +157,7 @@ fn metacharacters_are_plain_bytes() {
         "{pid} ;touch${IFS}pwned $(touch${IFS}pwned2) `id` |x &&y '*' >out",
         &["--threshold-ms", "200"],
     );
-    let agent = spawn_agent("beat", &obs.socket, 20);
-    let pid = agent.id();
-    obs.wait_for_json_beat(pid);
+    let (_agent, pid) = beating(&obs);
     stop(pid);
     wait_outcome(&obs, pid, "reaped_zero", 1);
     let args = std::fs::read_to_string(dir(&obs).join("args")).unwrap();
@@ -196,9 +192,7 @@ fn environment_is_isolated_unless_inherited() {
         std::env::set_var("VARTA_TEST_SECRET", "hunter2");
         let (obs, _audit) =
             observer_with("/usr/bin/env > \"$(dirname \"$0\")/env\"", "{pid}", &extra);
-        let agent = spawn_agent("beat", &obs.socket, 20);
-        let pid = agent.id();
-        obs.wait_for_json_beat(pid);
+        let (_agent, pid) = beating(&obs);
         stop(pid);
         wait_outcome(&obs, pid, "reaped_zero", 1);
         let env = std::fs::read_to_string(dir(&obs).join("env")).unwrap();
@@ -248,9 +242,7 @@ fn capture_keeps_lengths_excerpt_and_truncation() {
             "100",
         ],
     );
-    let agent = spawn_agent("beat", &obs.socket, 20);
-    let pid = agent.id();
-    obs.wait_for_json_beat(pid);
+    let (_agent, pid) = beating(&obs);
     stop(pid);
     wait_outcome(&obs, pid, "reaped_nonzero", 1);
     let complete = &records_of(&audit, "complete")[0];
@@ -280,9 +272,7 @@ fn one_child_per_agent_then_debounce() {
             "0",
         ],
     );
-    let agent = spawn_agent("beat", &obs.socket, 20);
-    let pid = agent.id();
-    obs.wait_for_json_beat(pid);
+    let (_agent, pid) = beating(&obs);
     stop(pid);
     wait_outcome(&obs, pid, "spawned", 1);
     // While the first child still runs, the agent beats and stalls again.
@@ -308,9 +298,7 @@ fn one_child_per_agent_then_debounce() {
             "0",
         ],
     );
-    let agent = spawn_agent("beat", &obs.socket, 20);
-    let pid = agent.id();
-    obs.wait_for_json_beat(pid);
+    let (_agent, pid) = beating(&obs);
     stop(pid);
     wait_outcome(&obs, pid, "reaped_zero", 1);
     cont(pid);
@@ -340,9 +328,7 @@ fn storm_cap_gives_up_and_a_beat_clears_it() {
             "600000",
         ],
     );
-    let agent = spawn_agent("beat", &obs.socket, 20);
-    let pid = agent.id();
-    obs.wait_for_json_beat(pid);
+    let (_agent, pid) = beating(&obs);
     // Flap: every silence is a stall, every resume a recovery.
     for attempt in 1..=2 {
         stop(pid);
@@ -375,9 +361,7 @@ fn timeout_ladder_kills_child_and_grandchild_that_ignore_sigterm() {
             "300",
         ],
     );
-    let agent = spawn_agent("beat", &obs.socket, 20);
-    let pid = agent.id();
-    obs.wait_for_json_beat(pid);
+    let (_agent, pid) = beating(&obs);
     stop(pid);
     wait_outcome(&obs, pid, "killed", 1);
     let complete = &records_of(&audit, "complete")[0];
@@ -496,9 +480,7 @@ fn shutdown_ladders_running_children_and_writes_their_records() {
             "200",
         ],
     );
-    let agent = spawn_agent("beat", &obs.socket, 20);
-    let pid = agent.id();
-    obs.wait_for_json_beat(pid);
+    let (_agent, pid) = beating(&obs);
     stop(pid);
     wait_outcome(&obs, pid, "spawned", 1);
     let child: i32 = records_of(&audit, "spawn")[0][5].parse().unwrap();
@@ -512,6 +494,14 @@ fn shutdown_ladders_running_children_and_writes_their_records() {
     assert_eq!(complete[0][6], "killed");
     cont(pid);
     verify(&audit);
+}
+
+/// An agent beating every 20 ms, seen by the observer.
+fn beating(obs: &Observer) -> (common::ChildGuard, u32) {
+    let agent = spawn_agent("beat", &obs.socket, 20);
+    let pid = agent.id();
+    obs.wait_for_json_beat(pid);
+    (agent, pid)
 }
 
 trait JsonObserver {

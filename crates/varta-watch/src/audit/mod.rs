@@ -28,13 +28,15 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use std::path::PathBuf;
+
+use crate::config::AuditConfig;
 use varta_audit::{ChainKey, KeyFileError, Record, SecretFileError};
 
 use writer::{Sink, Writer};
@@ -42,17 +44,12 @@ use writer::{Sink, Writer};
 /// Default bound of the queue between the recovery thread and the writer.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 
-/// How the audit log is configured.
+/// How the audit log is configured: the file settings as the operator
+/// gave them, plus the writer queue bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditSettings {
-    /// `--recovery-audit-file`.
-    pub path: PathBuf,
-    /// `--recovery-audit-max-bytes`: rotate once the file reaches this size.
-    pub max_bytes: Option<u64>,
-    /// `--recovery-audit-sync-every`: records per `fdatasync` (≥ 1).
-    pub sync_every: u32,
-    /// `--recovery-audit-key-file`: HMAC chain key (64 hex characters).
-    pub key_file: Option<PathBuf>,
+    /// `--recovery-audit-file` and its companions.
+    pub file: AuditConfig,
     /// Records that may wait for the writer before `submit` drops them.
     pub queue_capacity: usize,
 }
@@ -211,13 +208,13 @@ impl AuditLog {
         daemon_pid: u32,
         counters: Arc<AuditCounters>,
     ) -> Result<AuditLog, AuditError> {
-        if s.sync_every == 0 {
+        if s.file.sync_every == 0 {
             return Err(AuditError::SyncEveryZero);
         }
         if s.queue_capacity == 0 {
             return Err(AuditError::QueueCapacityZero);
         }
-        let key = match &s.key_file {
+        let key = match &s.file.key_file {
             Some(k) => ChainKey::from_key_file(k).map_err(AuditError::Key)?,
             None => ChainKey::Plain,
         };
@@ -225,7 +222,7 @@ impl AuditLog {
         if opened.repaired > 0 {
             counters.torn_tail_repairs.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                path = %s.path.display(),
+                path = %s.file.path.display(),
                 bytes = opened.repaired,
                 "recovery audit file ended with a torn or unparseable line (unclean shutdown); cut it off and continued the chain"
             );
@@ -237,15 +234,15 @@ impl AuditLog {
         sink.push_boot(opened.reason, continues);
         if let Err(source) = sink.commit() {
             return Err(AuditError::Io {
-                path: s.path.clone(),
+                path: s.file.path.clone(),
                 source,
             });
         }
         tracing::info!(
-            path = %s.path.display(),
+            path = %s.file.path.display(),
             reason = opened.reason.as_str(),
             created = opened.created,
-            keyed = s.key_file.is_some(),
+            keyed = s.file.key_file.is_some(),
             "recovery audit log open"
         );
         let (tx, rx) = mpsc::sync_channel(s.queue_capacity);

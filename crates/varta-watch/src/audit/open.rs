@@ -99,7 +99,7 @@ pub(super) fn open(
     daemon_pid: u32,
     key: ChainKey,
 ) -> Result<Opened, AuditError> {
-    let path = &s.path;
+    let path = &s.file.path;
     let (file, created) = open_or_create(path)?;
     if created {
         // The new directory entry must survive a power cut like the records.
@@ -159,8 +159,8 @@ pub(super) fn open(
             len,
             key,
             daemon_pid,
-            max_bytes: s.max_bytes,
-            sync_every: s.sync_every,
+            max_bytes: s.file.max_bytes,
+            sync_every: s.file.sync_every,
             continues,
             needs_header,
         },

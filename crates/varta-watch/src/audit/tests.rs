@@ -16,10 +16,12 @@ use super::*;
 
 fn settings(path: &Path) -> AuditSettings {
     AuditSettings {
-        path: path.to_path_buf(),
-        max_bytes: None,
-        sync_every: 1,
-        key_file: None,
+        file: crate::config::AuditConfig {
+            path: path.to_path_buf(),
+            max_bytes: None,
+            sync_every: 1,
+            key_file: None,
+        },
         queue_capacity: DEFAULT_QUEUE_CAPACITY,
     }
 }
@@ -163,7 +165,7 @@ fn rotation_keeps_five_generations_and_the_chain_runs_across_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.tsv");
     let mut s = settings(&path);
-    s.max_bytes = Some(600);
+    s.file.max_bytes = Some(600);
     let (c, report) = run(&s, 60);
     assert_eq!(report.not_written, 0);
     let gens = existing_generations(&path);
@@ -202,7 +204,7 @@ fn hmac_chain_needs_the_key_and_mode_mismatches_are_refused() {
     let key_path = write_key(dir.path(), "a.key", 0x5a);
     let key = ChainKey::from_key_file(&key_path).unwrap();
     let mut s = settings(&path);
-    s.key_file = Some(key_path.clone());
+    s.file.key_file = Some(key_path.clone());
     run(&s, 3);
     run(&s, 1);
     let sum = verify(std::slice::from_ref(&path), &key);
@@ -224,7 +226,7 @@ fn hmac_chain_needs_the_key_and_mode_mismatches_are_refused() {
     // Another key: refused too.
     let other = write_key(dir.path(), "other.key", 0x11);
     let mut s2 = settings(&path);
-    s2.key_file = Some(other);
+    s2.file.key_file = Some(other);
     let e = AuditLog::open(&s2, 1, Arc::default()).unwrap_err();
     assert!(
         matches!(e, AuditError::TailDoesNotVerify { keyed: true, .. }),
@@ -234,7 +236,7 @@ fn hmac_chain_needs_the_key_and_mode_mismatches_are_refused() {
     let plain = dir.path().join("plain.tsv");
     run(&settings(&plain), 1);
     let mut s3 = settings(&plain);
-    s3.key_file = Some(key_path);
+    s3.file.key_file = Some(key_path);
     let e = AuditLog::open(&s3, 1, Arc::default()).unwrap_err();
     assert!(matches!(e, AuditError::PlainFileWithKey { .. }), "{e}");
 }
@@ -314,13 +316,13 @@ fn unsafe_or_foreign_files_are_refused_with_the_fix() {
     let key = write_key(dir.path(), "loose.key", 1);
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let mut s = settings(&dir.path().join("k.tsv"));
-    s.key_file = Some(key);
+    s.file.key_file = Some(key);
     let e = AuditLog::open(&s, 1, Arc::default()).unwrap_err();
     assert!(matches!(e, AuditError::Key(_)), "{e}");
     assert!(e.to_string().contains("chmod 600"), "{e}");
 
     let mut s = settings(&dir.path().join("z.tsv"));
-    s.sync_every = 0;
+    s.file.sync_every = 0;
     assert!(matches!(
         AuditLog::open(&s, 1, Arc::default()),
         Err(AuditError::SyncEveryZero)
@@ -332,7 +334,7 @@ fn sync_every_n_batches_fdatasync_and_still_commits_everything() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.tsv");
     let mut s = settings(&path);
-    s.sync_every = 10;
+    s.file.sync_every = 10;
     let (c, report) = run(&s, 50);
     assert_eq!(report.not_written, 0);
     assert_eq!(c.records_committed(), 51);

@@ -57,7 +57,7 @@ fn sigkill_mid_write_then_restart_repairs_the_tail() {
     let exec = exec(dir.path());
     let args = [
         "--threshold-ms",
-        "150",
+        "300",
         "--recovery-exec",
         exec.as_str(),
         "--recovery-audit-file",
@@ -151,7 +151,7 @@ fn disk_full_is_survived_and_recovered() {
         obs_dir,
         &[
             "--threshold-ms",
-            "150",
+            "300",
             "--recovery-exec",
             exec.as_str(),
             "--recovery-debounce-ms",
@@ -222,7 +222,7 @@ fn hmac_chain_written_by_the_observer_needs_the_key() {
         dir,
         &[
             "--threshold-ms",
-            "150",
+            "300",
             "--recovery-exec",
             exec.as_str(),
             "--recovery-audit-file",

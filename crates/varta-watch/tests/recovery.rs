@@ -67,6 +67,15 @@ fn records_of(path: &Path, kind: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Waits until the audit log holds at least `n` records of `kind` (the
+/// writer thread commits them after the event is exported) and returns them.
+fn wait_records(obs: &Observer, audit: &Path, kind: &str, n: usize) -> Vec<Vec<String>> {
+    obs.wait_until(&format!("{n} audit {kind} record(s)"), || {
+        records_of(audit, kind).len() >= n
+    });
+    records_of(audit, kind)
+}
+
 /// JSON export events of `kind`.
 fn events(obs: &Observer, kind: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(&obs.export)
@@ -123,19 +132,19 @@ fn stall_spawns_and_reaps_with_exit_code_duration_and_pid() {
     let (obs, audit) = observer_with(
         "echo \"$@\" > \"$(dirname \"$0\")/args.$VARTA_AGENT_PID\"; sleep 0.2; exit 3",
         "--agent {pid} x{pid}y",
-        &["--threshold-ms", "200"],
+        &["--threshold-ms", "300"],
     );
     let (_agent, pid) = beating(&obs);
     stop(pid);
     wait_outcome(&obs, pid, "reaped_nonzero", 1);
     let args = std::fs::read_to_string(dir(&obs).join(format!("args.{pid}"))).unwrap();
     assert_eq!(args.trim(), format!("--agent {pid} x{pid}y"));
-    let spawn = &records_of(&audit, "spawn")[0];
+    let spawn = &wait_records(&obs, &audit, "spawn", 1)[0];
     assert_eq!(spawn[4], pid.to_string());
     assert_eq!(spawn[6], "exec");
     assert!(spawn[7].ends_with("recover.sh"), "{spawn:?}");
     assert_eq!(spawn[8], "inline");
-    let complete = &records_of(&audit, "complete")[0];
+    let complete = &wait_records(&obs, &audit, "complete", 1)[0];
     assert_eq!(complete[4], pid.to_string());
     assert_eq!(complete[5], spawn[5], "same child");
     assert_eq!(complete[6], "reaped");
@@ -155,7 +164,7 @@ fn metacharacters_are_plain_bytes() {
     let (obs, audit) = observer_with(
         "for a in \"$@\"; do echo \"$a\"; done > \"$(dirname \"$0\")/args\"",
         "{pid} ;touch${IFS}pwned $(touch${IFS}pwned2) `id` |x &&y '*' >out",
-        &["--threshold-ms", "200"],
+        &["--threshold-ms", "300"],
     );
     let (_agent, pid) = beating(&obs);
     stop(pid);
@@ -185,7 +194,7 @@ fn metacharacters_are_plain_bytes() {
 #[test]
 fn environment_is_isolated_unless_inherited() {
     for inherit in [false, true] {
-        let mut extra = vec!["--threshold-ms", "200", "--recovery-env", "EXTRA=1 2"];
+        let mut extra = vec!["--threshold-ms", "300", "--recovery-env", "EXTRA=1 2"];
         if inherit {
             extra.push("--recovery-inherit-env");
         }
@@ -236,7 +245,7 @@ fn capture_keeps_lengths_excerpt_and_truncation() {
         "{pid}",
         &[
             "--threshold-ms",
-            "200",
+            "300",
             "--recovery-capture-stdio",
             "--recovery-capture-bytes",
             "100",
@@ -245,7 +254,7 @@ fn capture_keeps_lengths_excerpt_and_truncation() {
     let (_agent, pid) = beating(&obs);
     stop(pid);
     wait_outcome(&obs, pid, "reaped_nonzero", 1);
-    let complete = &records_of(&audit, "complete")[0];
+    let complete = &wait_records(&obs, &audit, "complete", 1)[0];
     let out: u32 = complete[10].parse().unwrap();
     let err: u32 = complete[11].parse().unwrap();
     assert_eq!(out + err, 100, "one combined cap: {complete:?}");
@@ -265,7 +274,7 @@ fn one_child_per_agent_then_debounce() {
         "{pid}",
         &[
             "--threshold-ms",
-            "150",
+            "300",
             "--recovery-debounce-ms",
             "0",
             "--recovery-backoff-ms",
@@ -283,7 +292,7 @@ fn one_child_per_agent_then_debounce() {
     assert_eq!(outcomes(&obs, pid, "spawned"), 1, "one child per agent");
     wait_outcome(&obs, pid, "reaped_zero", 1);
     cont(pid);
-    assert_eq!(records_of(&audit, "spawn").len(), 1);
+    assert_eq!(wait_records(&obs, &audit, "spawn", 1).len(), 1);
 
     // Debounce window: a second stall right after a finished child is held.
     let (obs, audit) = observer_with(
@@ -291,7 +300,7 @@ fn one_child_per_agent_then_debounce() {
         "{pid}",
         &[
             "--threshold-ms",
-            "150",
+            "300",
             "--recovery-debounce-ms",
             "60000",
             "--recovery-backoff-ms",
@@ -317,7 +326,7 @@ fn storm_cap_gives_up_and_a_beat_clears_it() {
         "{pid}",
         &[
             "--threshold-ms",
-            "150",
+            "300",
             "--recovery-debounce-ms",
             "0",
             "--recovery-backoff-ms",
@@ -339,7 +348,7 @@ fn storm_cap_gives_up_and_a_beat_clears_it() {
     stop(pid);
     wait_outcome(&obs, pid, "given_up", 1);
     assert_eq!(outcomes(&obs, pid, "spawned"), 2, "capped at 2 attempts");
-    let refused = records_of(&audit, "refused");
+    let refused = wait_records(&obs, &audit, "refused", 1);
     assert_eq!(refused.last().unwrap()[5], "given_up");
     assert!(obs.stderr().contains("given up"), "{}", obs.stderr());
     cont(pid);
@@ -354,7 +363,7 @@ fn timeout_ladder_kills_child_and_grandchild_that_ignore_sigterm() {
         "{pid}",
         &[
             "--threshold-ms",
-            "150",
+            "300",
             "--recovery-timeout-ms",
             "300",
             "--recovery-kill-grace-ms",
@@ -364,7 +373,7 @@ fn timeout_ladder_kills_child_and_grandchild_that_ignore_sigterm() {
     let (_agent, pid) = beating(&obs);
     stop(pid);
     wait_outcome(&obs, pid, "killed", 1);
-    let complete = &records_of(&audit, "complete")[0];
+    let complete = &wait_records(&obs, &audit, "complete", 1)[0];
     assert_eq!(complete[6], "killed");
     assert_eq!(complete[8], "9", "SIGKILL after SIGTERM was ignored");
     let gc: i32 = std::fs::read_to_string(dir(&obs).join("grandchild"))
@@ -404,7 +413,7 @@ fn capacity_refusals_are_counted_and_audited() {
     let (obs, audit) = observer_with(
         "sleep 2",
         "{pid}",
-        &["--threshold-ms", "150", "--recovery-max-children", "1"],
+        &["--threshold-ms", "300", "--recovery-max-children", "1"],
     );
     let a = spawn_agent("beat", &obs.socket, 20);
     let b = spawn_agent("beat", &obs.socket, 20);
@@ -415,7 +424,7 @@ fn capacity_refusals_are_counted_and_audited() {
     wait_outcome(&obs, pa, "spawned", 1);
     stop(pb);
     wait_outcome(&obs, pb, "refused_outstanding_capacity", 1);
-    let refused = records_of(&audit, "refused");
+    let refused = wait_records(&obs, &audit, "refused", 1);
     assert_eq!(refused[0][4], pb.to_string());
     assert_eq!(refused[0][5], "outstanding_capacity");
     cont(pa);
@@ -425,7 +434,7 @@ fn capacity_refusals_are_counted_and_audited() {
     let (obs, audit) = observer_with(
         "exit 0",
         "{pid}",
-        &["--threshold-ms", "150", "--recovery-table-capacity", "1"],
+        &["--threshold-ms", "300", "--recovery-table-capacity", "1"],
     );
     let a = spawn_agent("beat", &obs.socket, 20);
     let b = spawn_agent("beat", &obs.socket, 20);
@@ -437,7 +446,7 @@ fn capacity_refusals_are_counted_and_audited() {
     stop(pb);
     wait_outcome(&obs, pb, "refused_debounce_capacity", 1);
     assert_eq!(
-        records_of(&audit, "refused")[0][5],
+        wait_records(&obs, &audit, "refused", 1)[0][5],
         "debounce_capacity",
         "audited with the original's token"
     );
@@ -451,7 +460,7 @@ fn cross_namespace_agent_is_refused() {
     let (obs, audit) = observer_with(
         "exit 0",
         "{pid}",
-        &["--threshold-ms", "150", "--allow-cross-namespace-agents"],
+        &["--threshold-ms", "300", "--allow-cross-namespace-agents"],
     );
     let Some(ns) = common::spawn_namespaced_agent(&obs.socket) else {
         eprintln!("skipped: needs root and unshare(1)");
@@ -473,7 +482,7 @@ fn shutdown_ladders_running_children_and_writes_their_records() {
         "{pid}",
         &[
             "--threshold-ms",
-            "150",
+            "300",
             "--shutdown-grace-ms",
             "600",
             "--recovery-kill-grace-ms",
@@ -483,7 +492,9 @@ fn shutdown_ladders_running_children_and_writes_their_records() {
     let (_agent, pid) = beating(&obs);
     stop(pid);
     wait_outcome(&obs, pid, "spawned", 1);
-    let child: i32 = records_of(&audit, "spawn")[0][5].parse().unwrap();
+    let child: i32 = wait_records(&obs, &audit, "spawn", 1)[0][5]
+        .parse()
+        .unwrap();
     let t0 = Instant::now();
     obs.signal(Signal::SIGTERM);
     assert_eq!(obs.wait_exit(), Some(0));

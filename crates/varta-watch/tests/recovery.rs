@@ -526,3 +526,42 @@ impl JsonObserver for Observer {
         });
     }
 }
+
+#[test]
+fn reload_applies_a_new_command_to_the_next_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = script(
+        dir.path(),
+        "first.sh",
+        "touch \"$(dirname \"$0\")/first.ran\"",
+    );
+    let second = script(
+        dir.path(),
+        "second.sh",
+        "touch \"$(dirname \"$0\")/second.ran\"",
+    );
+    let cfg = dir.path().join("varta.toml");
+    let write_cfg = |prog: &Path| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "threshold-ms = 300\nexport-format = \"json\"\nrecovery-exec = \"{} {{pid}}\"\n",
+                prog.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg(&first);
+    let cfg_arg = cfg.display().to_string();
+    let base = dir.path().to_path_buf();
+    let obs = Observer::start_in(dir, &["--config", &cfg_arg]);
+    write_cfg(&second);
+    obs.signal(Signal::SIGHUP);
+    obs.wait_until("reload applied", || obs.stderr().contains("reload applied"));
+    let (_agent, pid) = beating(&obs);
+    stop(pid);
+    wait_outcome(&obs, pid, "reaped_zero", 1);
+    assert!(base.join("second.ran").exists(), "the reloaded command ran");
+    assert!(!base.join("first.ran").exists(), "the old one did not");
+    cont(pid);
+}

@@ -627,6 +627,40 @@ fn recovery_exec_builds_a_recovery_config_with_defaults() {
 }
 
 #[test]
+fn recovery_and_audit_from_the_config_file_and_reload_diff() {
+    let (_dir, path) = config_file(
+        "recovery-exec = \"/bin/kill -HUP {pid}\"\nrecovery_env = [\"A=1\", \"B=2\"]\nrecovery-max-attempts = 3\nrecovery-audit-file = \"/tmp/x/audit.tsv\"\nshutdown-grace-ms = 1000\n",
+    );
+    let config = run_with_file(&path, &["--recovery-max-attempts", "4"]);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let r = config.recovery.clone().unwrap();
+    assert_eq!(r.template, "/bin/kill -HUP {pid}");
+    assert_eq!(r.env.len(), 2);
+    assert_eq!(r.max_attempts, 4, "the flag wins over the file");
+    assert_eq!(config.shutdown_grace, Duration::from_millis(1000));
+    assert_eq!(config.audit.as_ref().unwrap().sync_every, 1);
+    let (_dir2, path2) = config_file("recovery-exec = \"/bin/kill -TERM {pid}\"\n");
+    let other = run_with_file(&path2, &[]);
+    let changes = diff(&config, &other);
+    assert!(
+        changes.iter().any(|c| c.starts_with("recovery: ")),
+        "{changes:?}"
+    );
+    assert!(
+        changes.iter().any(|c| c.starts_with("recovery-audit: ")),
+        "{changes:?}"
+    );
+    let e = fail_with_file(&path2, &["--recovery-env", "=x"]).to_string();
+    assert!(e.contains("--recovery-env"), "{e}");
+    let (_dir3, path3) = config_file("recovery-timeout-ms = 5\nrecovery-exec = \"/bin/true\"\n");
+    let e = fail_with_file(&path3, &[]).to_string();
+    assert!(
+        e.contains("recovery-timeout-ms") && e.contains(&path3.display().to_string()),
+        "{e}"
+    );
+}
+
+#[test]
 fn missing_recovery_program_is_warned_at_startup() {
     let config = run(&["--recovery-exec", "/nonexistent/restart {pid}"]);
     assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);

@@ -332,7 +332,22 @@ impl Daemon {
             self.rearm();
         };
         if let Some(r) = self.recovery.take() {
+            let stats = r.stats();
             let last = r.shutdown(self.config.shutdown_grace);
+            let a = &self.audit_counters;
+            tracing::info!(
+                triggers_dropped = stats
+                    .triggers_dropped
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                reports_dropped = stats
+                    .reports_dropped
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                audit_committed = a.records_committed(),
+                audit_dropped = a.dropped_queue_full(),
+                audit_write_errors = a.write_errors(),
+                audit_rotations = a.rotations(),
+                "recovery stopped"
+            );
             let now = self.now();
             for rep in last {
                 self.bus.emit(now, recovery_event(rep));

@@ -392,19 +392,30 @@ fn timeout_ladder_kills_child_and_grandchild_that_ignore_sigterm() {
 
 #[test]
 fn terminal_frame_recovers_without_waiting_for_threshold() {
-    let (obs, audit) = observer_with("exit 0", "{pid}", &["--threshold-ms", "30000"]);
+    let (obs, audit) = observer_with(
+        "echo \"$VARTA_EVENT $VARTA_AGENT_PID $1\" > \"$(dirname \"$0\")/event\"",
+        "{pid}",
+        &["--threshold-ms", "30000"],
+    );
     let start = Instant::now();
     let mut agent = spawn_agent("panic", &obs.socket, 20);
     let pid = agent.id();
     agent.wait().unwrap();
-    wait_outcome(&obs, pid, "spawned", 1);
+    wait_outcome(&obs, pid, "reaped_zero", 1);
     assert!(
         start.elapsed() < Duration::from_secs(15),
         "exit recovery must not wait for the 30 s threshold"
     );
-    obs.wait_until("spawn record", || !records_of(&audit, "spawn").is_empty());
-    // VARTA_EVENT=exit reaches the child (checked through the record).
-    assert_eq!(records_of(&audit, "spawn")[0][4], pid.to_string());
+    let event = std::fs::read_to_string(dir(&obs).join("event")).unwrap();
+    assert_eq!(event.trim(), format!("exit {pid} {pid}"));
+    assert_eq!(
+        wait_records(&obs, &audit, "spawn", 1)[0][4],
+        pid.to_string()
+    );
+    assert!(
+        events(&obs, "stall").is_empty(),
+        "no stall after a dying gasp"
+    );
 }
 
 #[test]

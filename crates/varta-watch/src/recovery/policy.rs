@@ -214,6 +214,8 @@ impl Policy {
         if self.children >= s.max_children {
             if entry.attempts.is_empty() && entry.deferred.is_none() {
                 self.table.remove(&t.pid);
+            } else {
+                self.note_expiry(t.pid);
             }
             return Decision::Refused(RefusedReason::OutstandingCapacity);
         }
@@ -278,6 +280,17 @@ impl Policy {
         if let Some(at) = self.table.get(&pid).and_then(|e| e.expiry(&self.settings)) {
             self.expiries.push(Reverse((at, pid)));
         }
+        // Every state change queues a candidate and stale ones are only
+        // skipped when popped: rebuild from the table so the heap stays
+        // proportional to it however long agents keep flapping.
+        if self.expiries.len() > 4 * self.table.len().max(16) {
+            let s = self.settings;
+            self.expiries = self
+                .table
+                .iter()
+                .filter_map(|(&pid, e)| e.expiry(&s).map(|at| Reverse((at, pid))))
+                .collect();
+        }
     }
 
     /// Reclaims entries whose windows have all passed, oldest first, until
@@ -302,16 +315,6 @@ impl Policy {
                 // Running or deferred: re-queued when that ends.
                 _ => {}
             }
-        }
-        // Stale heap items only accumulate while entries churn; keep the
-        // heap proportional to the table.
-        if self.expiries.len() > 4 * cap.max(16) {
-            let s = self.settings;
-            self.expiries = self
-                .table
-                .iter()
-                .filter_map(|(&pid, e)| e.expiry(&s).map(|at| Reverse((at, pid))))
-                .collect();
         }
         true
     }
@@ -515,6 +518,7 @@ mod tests {
                     }
                 }
                 prop_assert!(p.len() <= s.table_capacity as usize);
+                prop_assert!(p.expiries.len() <= 4 * p.len().max(16) + 1);
                 prop_assert!(p.children() <= s.max_children);
                 prop_assert_eq!(p.children() as usize, running.len());
             }

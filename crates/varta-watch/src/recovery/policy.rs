@@ -522,6 +522,16 @@ mod tests {
                 prop_assert!(p.children() <= s.max_children);
                 prop_assert_eq!(p.children() as usize, running.len());
             }
+            // Once every child ended, every retry is moot and every window
+            // has passed, any full table makes room: nothing is stranded.
+            for pid in running.drain() {
+                p.child_done(pid);
+            }
+            for pid in 0..8 {
+                p.beat(pid);
+            }
+            let later = now + s.window_ns + s.debounce_ns;
+            prop_assert_eq!(p.decide(later, stall(1000)), Decision::Spawn);
         }
     }
 }

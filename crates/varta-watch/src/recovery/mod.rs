@@ -225,7 +225,14 @@ impl RecoveryTap {
         match self.requests.try_send(r) {
             Ok(()) => self.wake = true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.triggers_dropped.fetch_add(1, Ordering::Relaxed);
+                let n = self.stats.triggers_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // The 1st, 2nd, 4th, 8th… drop: visible, never a flood.
+                if n.is_power_of_two() {
+                    tracing::error!(
+                        dropped_total = n,
+                        "recovery trigger queue full (the recovery thread is not keeping up); a stall or exit was not handed to recovery"
+                    );
+                }
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The event loop: one thread, one owner of agent state, woken only by
 //! socket readiness, signals and a timerfd armed at the next deadline (a
-//! stall, a sink's flush, or `--shutdown-after-secs`). No fixed sleeps, no
-//! periodic scans.
+//! stall, a sink's flush, `--shutdown-after-secs`, or — only while something
+//! watches the loop's liveness — the next liveness tick). No fixed sleeps,
+//! no periodic scans.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
@@ -21,6 +22,9 @@ use crate::config::{self, ClockSource, Config};
 use crate::events::{Event, EventBus, Sink};
 use crate::export::counters::{Counters, CountingSink};
 use crate::export::log::LogSink;
+use crate::health::notify::{Notifier, SystemdEnv};
+use crate::health::supervisor::{self, Plan, Supervisor};
+use crate::health::{self, hw, LoopHealth, Pulse};
 use crate::ingest::{BindError, UdsListener, UdsPolicy};
 use crate::recovery::{Recovery, RecoveryStats};
 use crate::tracker::{Tracker, TrackerSettings};
@@ -53,6 +57,12 @@ pub enum DaemonError {
     /// The recovery thread could not start.
     #[error(transparent)]
     Recovery(#[from] crate::recovery::RecoveryError),
+    /// `--hw-watchdog` could not be set up.
+    #[error(transparent)]
+    HwWatchdog(#[from] hw::HwWatchdogError),
+    /// `--heartbeat-file` names an impossible place.
+    #[error("{0}")]
+    Heartbeat(String),
     /// `--strict-namespace-check` tripped.
     #[error("agent pid {0} is in another PID namespace and --strict-namespace-check is set; run the agent in the observer's PID namespace or use --allow-cross-namespace-agents")]
     CrossNamespace(u32),
@@ -138,7 +148,18 @@ pub struct Daemon {
     shutdown_at: Option<u64>,
     recovery: Option<Recovery>,
     audit_counters: Arc<AuditCounters>,
+    health: Arc<LoopHealth>,
+    /// Loop side of liveness: health ticks, hardware watchdog kicks.
+    pulse: Pulse,
+    systemd: SystemdEnv,
+    /// Someone outside (the HTTP server) judges liveness: tick when idle.
+    want_liveness: bool,
 }
+
+/// Self-watchdog when systemd's watchdog is on and `--self-watchdog-secs`
+/// is not given: well inside a typical `WatchdogSec=10`, so the process
+/// aborts with a core dump before systemd kills it blind.
+pub const AUTO_SELF_WATCHDOG: Duration = Duration::from_secs(4);
 
 impl Daemon {
     /// Binds the socket and prepares the loop. `sink_factory` opens the
@@ -166,6 +187,9 @@ impl Daemon {
             ),
             None => None,
         };
+        if let Some(p) = &config.watchdog.heartbeat_file {
+            health::heartbeat_check(p).map_err(DaemonError::Heartbeat)?;
+        }
         prepare_default_dir(&config.socket)?;
         let mut listener =
             UdsListener::bind(&config.socket, config.socket_mode, config.uds_rcvbuf_bytes)?;
@@ -231,6 +255,12 @@ impl Daemon {
         let shutdown_at = config
             .shutdown_after
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let health = Arc::new(LoopHealth::new(&clock, config.clock_source));
+        let mut pulse = Pulse::new(health.clone());
+        // Last: opening the device arms it, so nothing after it may fail.
+        if let Some(path) = &config.watchdog.hw_watchdog {
+            pulse.set_hw(hw::HwWatchdog::open(path)?);
+        }
         Ok(Daemon {
             config,
             clock,
@@ -247,7 +277,31 @@ impl Daemon {
             shutdown_at,
             recovery,
             audit_counters,
+            health,
+            pulse,
+            systemd: SystemdEnv::default(),
+            want_liveness: false,
         })
+    }
+
+    /// The loop's liveness record (iteration count, last tick time, agent
+    /// counts), shared with whoever reports health.
+    pub fn health(&self) -> Arc<LoopHealth> {
+        self.health.clone()
+    }
+
+    /// Makes the loop wake on a liveness tick even when idle, so that
+    /// [`LoopHealth::is_alive`] means something to a reader outside the
+    /// loop. Call before [`Daemon::run`].
+    pub fn need_liveness(&mut self) {
+        self.want_liveness = true;
+    }
+
+    /// Talks to systemd as `env` says (`$NOTIFY_SOCKET`, `$WATCHDOG_USEC`):
+    /// `READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`. Without this call
+    /// the daemon sends nothing. Call before [`Daemon::run`].
+    pub fn set_systemd(&mut self, env: SystemdEnv) {
+        self.systemd = env;
     }
 
     /// Shared event counters (for metrics and tests).
@@ -285,6 +339,7 @@ impl Daemon {
     pub fn run(&mut self) -> Result<(), DaemonError> {
         let mut events = Events::with_capacity(16);
         let mut more = false;
+        let (watchdog, notifier) = self.start_watching()?;
         // The first wait must already honour --shutdown-after-secs.
         self.rearm();
         let result = loop {
@@ -326,11 +381,24 @@ impl Daemon {
             }
             self.tracker.expire(now, &mut self.bus);
             self.bus.end_of_batch(now);
+            self.pulse.on_iteration(now, &self.tracker);
+            #[cfg(feature = "fault-injection")]
+            health::fault::maybe_wedge(self.health.iterations());
             if stop || self.shutdown_at.is_some_and(|t| now >= t) {
                 break Ok(());
             }
             self.rearm();
         };
+        // The watchdog thread first, so no WATCHDOG=1 follows STOPPING=1;
+        // the shutdown below (recovery grace) no longer ticks the loop.
+        if let Some(w) = watchdog {
+            w.stop();
+        }
+        if let Some(n) = &notifier {
+            if let Err(e) = n.send("STOPPING=1\nSTATUS=shutting down") {
+                tracing::warn!(error = %e, "cannot notify systemd of the shutdown");
+            }
+        }
         if let Some(r) = self.recovery.take() {
             let stats = r.stats();
             let last = r.shutdown(self.config.shutdown_grace);
@@ -363,7 +431,73 @@ impl Daemon {
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
         tracing::info!(totals = %totals.join(" "), "observer stopped");
+        if result.is_ok() {
+            self.pulse.disarm_hw();
+        }
         result
+    }
+
+    /// Sets up everything that watches the loop: the liveness tick, the
+    /// watchdog thread (systemd pings and status, self-watchdog, heartbeat
+    /// file), then tells systemd we are ready. Returns the thread and the
+    /// notifier (for `STOPPING=1`).
+    fn start_watching(
+        &mut self,
+    ) -> Result<(Option<Supervisor>, Option<Arc<Notifier>>), DaemonError> {
+        let notifier = self.systemd.notifier.take().map(Arc::new);
+        let systemd_watchdog = self.systemd.watchdog;
+        let self_watchdog = self.config.watchdog.self_watchdog.or_else(|| {
+            systemd_watchdog.map(|w| {
+                tracing::info!(
+                    watchdog_usec = w.as_micros() as u64,
+                    "systemd watchdog is on; self-watchdog set to {} s (--self-watchdog-secs overrides)",
+                    AUTO_SELF_WATCHDOG.as_secs()
+                );
+                AUTO_SELF_WATCHDOG
+            })
+        });
+        let plan = Plan {
+            ping_every: systemd_watchdog
+                .filter(|_| notifier.is_some())
+                .map(|w| w / 2),
+            notifier: notifier.clone(),
+            self_watchdog,
+            heartbeat: self.config.watchdog.heartbeat_file.clone(),
+        };
+        let tick = (plan.needs_ticks() || self.pulse.has_hw() || self.want_liveness)
+            .then(|| health::tick_for(systemd_watchdog));
+        let now = self.now();
+        // Before the thread starts: it sizes its alive window on the tick.
+        self.pulse.configure(tick, notifier.is_some(), now);
+        if let Some(t) = tick {
+            tracing::info!(
+                tick_ms = t.as_millis() as u64,
+                self_watchdog_secs = self_watchdog.map(|d| d.as_secs()),
+                heartbeat_file = self.config.watchdog.heartbeat_file.as_ref().map(|p| p.display().to_string()),
+                systemd_watchdog_ms = systemd_watchdog.map(|d| d.as_millis() as u64),
+                "loop liveness watched"
+            );
+        }
+        let watchdog = if plan.is_empty() {
+            None
+        } else {
+            let tick = tick.unwrap_or(health::DEFAULT_TICK);
+            Some(
+                Supervisor::start(plan, self.health.clone(), tick)
+                    .map_err(os("cannot start the watchdog thread"))?,
+            )
+        };
+        if let Some(n) = &notifier {
+            let (live, stalled, exited) = self.tracker.counts();
+            let msg = format!(
+                "READY=1\n{}",
+                supervisor::status_line(live, stalled, exited)
+            );
+            if let Err(e) = n.send(&msg) {
+                tracing::warn!(notify_socket = n.target(), error = %e, "cannot notify systemd that the observer is ready");
+            }
+        }
+        Ok((watchdog, notifier))
     }
 
     /// Puts what the recovery thread did on the event stream.
@@ -407,6 +541,7 @@ impl Daemon {
             self.tracker.next_deadline(),
             self.bus.next_deadline(),
             self.shutdown_at,
+            self.pulse.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -468,9 +603,10 @@ impl Daemon {
             || new.clock_source != self.config.clock_source
             || new.log_format != self.config.log_format
             || new.recovery.is_some() != self.config.recovery.is_some()
-            || new.audit != self.config.audit;
+            || new.audit != self.config.audit
+            || new.watchdog != self.config.watchdog;
         if needs_restart {
-            tracing::warn!("reload: socket, socket-mode, uds-rcvbuf-bytes, tracker-capacity, clock-source, log-format, the audit log and turning recovery on or off only change on restart; those changes are ignored");
+            tracing::warn!("reload: socket, socket-mode, uds-rcvbuf-bytes, tracker-capacity, clock-source, log-format, the audit log, turning recovery on or off, heartbeat-file, self-watchdog-secs and hw-watchdog only change on restart; those changes are ignored");
         }
         if new.export != self.config.export {
             match (self.sink_factory)(&new) {
@@ -499,6 +635,7 @@ impl Daemon {
             applied.recovery = self.config.recovery.clone();
         }
         applied.audit = self.config.audit.clone();
+        applied.watchdog = self.config.watchdog.clone();
         if let (Some(r), Some(cfg)) = (&self.recovery, &applied.recovery) {
             if self.config.recovery.as_ref() != Some(cfg) && !r.reconfigure(cfg) {
                 tracing::error!("reload: the recovery thread is busy; the new recovery settings were not applied, try again");

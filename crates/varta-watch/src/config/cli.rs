@@ -259,6 +259,9 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "PATH", help_heading = H_AUDIT)]
     recovery_audit_key_file: Option<PathBuf>,
 
+    #[command(flatten)]
+    watchdog: super::watchdog::WatchdogFlags,
+
     /// TOML file with the same settings, keyed by these long flag names
     /// without the dashes (snake_case also accepted). Flags override it. It
     /// is re-read on SIGHUP. Default: none.
@@ -325,6 +328,9 @@ impl Cli {
             recovery_audit_sync_every: self.recovery_audit_sync_every,
             recovery_audit_key_file: self.recovery_audit_key_file,
             shutdown_grace_ms: self.shutdown_grace_ms,
+            heartbeat_file: self.watchdog.heartbeat_file,
+            self_watchdog_secs: self.watchdog.self_watchdog_secs,
+            hw_watchdog: self.watchdog.hw_watchdog,
         };
         (raw, self.config)
     }
@@ -562,27 +568,6 @@ pub(crate) const COMPAT: &[CompatFlag] = &[
         later: true,
         reason: UDP_RECOVERY,
         help: "Not active yet. Original: allow recovery with a plaintext-UDP listener. Default: off",
-    },
-    CompatFlag {
-        name: "heartbeat-file",
-        shape: Shape::Path,
-        later: true,
-        reason: "is accepted for compatibility but the heartbeat file is not implemented in this build yet; nothing is written to it",
-        help: "Not active yet. Original: write a line per poll iteration for external watchdogs. Default: none",
-    },
-    CompatFlag {
-        name: "self-watchdog-secs",
-        shape: Shape::Secs,
-        later: true,
-        reason: "is accepted for compatibility but the self-watchdog is not implemented in this build yet; nothing aborts a wedged loop",
-        help: "Not active yet. Original: abort if the loop stalls this long; minimum 1. Default: off",
-    },
-    CompatFlag {
-        name: "hw-watchdog",
-        shape: Shape::Path,
-        later: true,
-        reason: "is accepted for compatibility but the hardware watchdog is not implemented in this build yet; the device is not opened",
-        help: "Not active yet. Original: kick this watchdog device every iteration. Default: none",
     },
 ];
 

@@ -166,6 +166,7 @@ fn build(
     d.shutdown_grace = merged.shutdown_grace.unwrap_or(d.shutdown_grace);
     d.recovery = recovery;
     d.audit = audit;
+    d.watchdog = super::watchdog::build(&merged);
     d.config_file = config_file;
     d.warnings = warnings;
     d.argv = argv;
@@ -311,5 +312,6 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
         opt(new.config_file.as_deref().map(path)),
     );
     super::recovery::diff(old, new, &mut out);
+    super::watchdog::diff(old, new, &mut out);
     out
 }

@@ -11,6 +11,7 @@ mod load;
 mod recovery;
 mod settings;
 mod types;
+mod watchdog;
 
 #[cfg(test)]
 mod tests;
@@ -18,3 +19,4 @@ mod tests;
 pub use error::ConfigError;
 pub use load::{diff, load, reload, Loaded};
 pub use types::*;
+pub use watchdog::WatchdogConfig;

@@ -85,6 +85,9 @@ pub(crate) struct RawSettings {
     pub recovery_audit_sync_every: Option<u64>,
     pub recovery_audit_key_file: Option<PathBuf>,
     pub shutdown_grace_ms: Option<u64>,
+    pub heartbeat_file: Option<PathBuf>,
+    pub self_watchdog_secs: Option<u64>,
+    pub hw_watchdog: Option<PathBuf>,
 }
 
 /// A TOML integer has lost its spelling by the time we see it: `0o600` and
@@ -191,6 +194,9 @@ pub(crate) struct Partial {
     pub recovery_audit_sync_every: Option<u32>,
     pub recovery_audit_key_file: Option<PathBuf>,
     pub shutdown_grace: Option<Duration>,
+    pub heartbeat_file: Option<PathBuf>,
+    pub self_watchdog: Option<Duration>,
+    pub hw_watchdog: Option<PathBuf>,
 }
 
 impl Partial {
@@ -245,6 +251,9 @@ impl Partial {
                 .recovery_audit_key_file
                 .or(lower.recovery_audit_key_file),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+            heartbeat_file: self.heartbeat_file.or(lower.heartbeat_file),
+            self_watchdog: self.self_watchdog.or(lower.self_watchdog),
+            hw_watchdog: self.hw_watchdog.or(lower.hw_watchdog),
         }
     }
 }
@@ -434,6 +443,16 @@ impl RawSettings {
                 self.shutdown_grace_ms,
                 (100, 60_000),
             )?,
+            heartbeat_file: path(o, "heartbeat-file", self.heartbeat_file, None)?,
+            self_watchdog: num(
+                o,
+                "self-watchdog-secs",
+                self.self_watchdog_secs,
+                (1, super::watchdog::MAX_SELF_WATCHDOG_SECS),
+                " seconds",
+            )?
+            .map(Duration::from_secs),
+            hw_watchdog: path(o, "hw-watchdog", self.hw_watchdog, None)?,
         })
     }
 }

@@ -154,6 +154,8 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// How long shutdown waits for recovery children (default 5 s).
     pub shutdown_grace: Duration,
+    /// Heartbeat file, self-watchdog and hardware watchdog.
+    pub watchdog: super::watchdog::WatchdogConfig,
     /// The TOML file this came from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
     /// One line per accepted-but-ineffective flag: printed as startup warnings.
@@ -185,6 +187,7 @@ impl Config {
             recovery: None,
             audit: None,
             shutdown_grace: Duration::from_millis(5000),
+            watchdog: Default::default(),
             config_file: None,
             warnings: Vec::new(),
             argv: Vec::new(),

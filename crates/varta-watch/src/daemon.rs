@@ -473,7 +473,12 @@ impl Daemon {
             tracing::info!(
                 tick_ms = t.as_millis() as u64,
                 self_watchdog_secs = self_watchdog.map(|d| d.as_secs()),
-                heartbeat_file = self.config.watchdog.heartbeat_file.as_ref().map(|p| p.display().to_string()),
+                heartbeat_file = self
+                    .config
+                    .watchdog
+                    .heartbeat_file
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
                 systemd_watchdog_ms = systemd_watchdog.map(|d| d.as_millis() as u64),
                 "loop liveness watched"
             );

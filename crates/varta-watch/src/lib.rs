@@ -7,7 +7,8 @@
 //!
 //! Layout: [`config`] (flags, TOML, validation), [`ingest`] (sockets and
 //! kernel attestation), [`tracker`] (agent state, nonce rules, deadlines),
-//! [`events`] (the one event stream), [`export`] (sinks), [`daemon`] (the
+//! [`events`] (the one event stream), [`export`] (sinks), [`health`] (the
+//! loop's liveness: systemd, watchdogs, heartbeat file), [`daemon`] (the
 //! event loop that ties them together).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,6 +19,8 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod export;
+pub mod health;
+pub mod http;
 pub mod ingest;
 pub mod recovery;
 pub mod tracker;

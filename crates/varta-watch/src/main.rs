@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use varta_watch::config::{self, Loaded, LogFormat};
 use varta_watch::daemon::Daemon;
+use varta_watch::health::notify::SystemdEnv;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VARTA_LOG")
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    daemon.set_systemd(SystemdEnv::from_env());
     tracing::info!(
         socket = %daemon.socket_path().display(),
         threshold_ms = config.threshold.as_millis() as u64,

@@ -344,8 +344,6 @@ pub(crate) enum Shape {
     Switch,
     /// Milliseconds.
     Millis,
-    /// Seconds.
-    Secs,
     /// A count or size.
     Count,
     /// A file path.
@@ -391,7 +389,6 @@ impl CompatFlag {
                 return self.decorate(arg);
             }
             Shape::Millis => ("MS", clap::value_parser!(u64).into()),
-            Shape::Secs => ("SECS", clap::value_parser!(u64).into()),
             Shape::Count => ("N", clap::value_parser!(u64).into()),
             Shape::Path => ("PATH", clap::value_parser!(PathBuf)),
             Shape::Port => ("PORT", clap::value_parser!(u16).into()),

@@ -136,6 +136,7 @@ fn build(
     }
 
     let (recovery, audit) = super::recovery::build(&merged, &from_flags, &origin, &mut warnings)?;
+    let watchdog = super::watchdog::build(&merged);
     let socket = merged.socket.unwrap_or_else(varta_vlp::default_socket_path);
     let mut config = Config::with_socket(socket);
     let d = &mut config;
@@ -166,7 +167,7 @@ fn build(
     d.shutdown_grace = merged.shutdown_grace.unwrap_or(d.shutdown_grace);
     d.recovery = recovery;
     d.audit = audit;
-    d.watchdog = super::watchdog::build(&merged);
+    d.watchdog = watchdog;
     d.config_file = config_file;
     d.warnings = warnings;
     d.argv = argv;

@@ -9,6 +9,7 @@ use proptest::prelude::*;
 
 use super::cli::{self, COMPAT, H_DETECTION, H_EXPORT, H_LATER, H_LIFECYCLE, H_LISTENER};
 use super::cli::{H_NO_EFFECT, H_TRACKER};
+use super::watchdog::H_WATCHDOG;
 use super::*;
 
 fn argv(list: &[&str]) -> Vec<OsString> {
@@ -152,9 +153,6 @@ const LATER_FLAGS: &[&str] = &[
     "--key-file",
     "--accepted-key-file",
     "--master-key-file",
-    "--heartbeat-file",
-    "--self-watchdog-secs",
-    "--hw-watchdog",
     "--prom-rate-limit-per-sec",
     "--prom-rate-limit-burst",
     "--i-accept-plaintext-udp",
@@ -232,7 +230,21 @@ fn every_implemented_flag_maps_to_config() {
         "--strict-namespace-check",
         "--log-format",
         "json",
+        "--heartbeat-file",
+        "/tmp/v/hb",
+        "--self-watchdog-secs",
+        "7",
+        "--hw-watchdog",
+        "/dev/watchdog0",
     ]);
+    assert_eq!(
+        config.watchdog,
+        WatchdogConfig {
+            heartbeat_file: Some(PathBuf::from("/tmp/v/hb")),
+            self_watchdog: Some(Duration::from_secs(7)),
+            hw_watchdog: Some(PathBuf::from("/dev/watchdog0")),
+        }
+    );
     assert_eq!(config.socket, PathBuf::from("/tmp/v/obs.sock"));
     assert_eq!(config.socket_mode, 0o640);
     assert_eq!(config.threshold, Duration::from_millis(2500));
@@ -411,6 +423,18 @@ fn every_range_error_names_flag_value_and_range() {
             "--clock-source",
             "'monotonic-raw'",
             "boottime",
+        ),
+        (
+            &["--self-watchdog-secs", "0"],
+            "--self-watchdog-secs",
+            "'0'",
+            "between 1 and 3600",
+        ),
+        (
+            &["--self-watchdog-secs", "3601"],
+            "--self-watchdog-secs",
+            "'3601'",
+            "between 1 and 3600",
         ),
     ];
     for (args, flag, value, range) in cases {
@@ -806,6 +830,7 @@ fn help_is_grouped_and_complete() {
         H_DETECTION,
         H_TRACKER,
         H_EXPORT,
+        H_WATCHDOG,
         H_LIFECYCLE,
         H_NO_EFFECT,
         H_LATER,
@@ -957,10 +982,22 @@ export-file-max-bytes = 5000
 export-file-sync-every = 2
 log-format = "text"
 shutdown-after-secs = 9
+heartbeat-file = "/tmp/v/k.hb"
+self-watchdog-secs = 3
+hw-watchdog = "/dev/watchdog1"
 "#,
     );
     let config = run_with_file(&path, &[]);
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(
+        config.watchdog.heartbeat_file,
+        Some(PathBuf::from("/tmp/v/k.hb"))
+    );
+    assert_eq!(config.watchdog.self_watchdog, Some(Duration::from_secs(3)));
+    assert_eq!(
+        config.watchdog.hw_watchdog,
+        Some(PathBuf::from("/dev/watchdog1"))
+    );
     assert_eq!(config.tracker_capacity, 10);
     assert_eq!(config.clock_source, ClockSource::Boottime);
     assert!(config.strict_namespace_check);
@@ -1190,6 +1227,44 @@ fn diff_reports_changed_settings() {
         "json",
     ]);
     assert_eq!(diff(&with_export, &json), ["export-format: tsv -> json"]);
+}
+
+#[test]
+fn watchdog_settings_from_the_file_are_validated_and_diffed() {
+    let (_dir, path) = config_file("self-watchdog-secs = 0\n");
+    let msg = fail_with_file(&path, &[]).to_string();
+    assert!(
+        msg.contains(&path.display().to_string())
+            && msg.contains("self-watchdog-secs = 0")
+            && msg.contains("between 1 and 3600"),
+        "{msg}"
+    );
+    let (_dir, path) = config_file("hw-watchdog = \"\"\n");
+    let msg = fail_with_file(&path, &[]).to_string();
+    assert!(
+        msg.contains("hw-watchdog = \"\"") && msg.contains("empty"),
+        "{msg}"
+    );
+    let (_dir, path) = config_file("self_watchdog_secs = 5\nheartbeat_file = \"/run/varta/hb\"\n");
+    let old = run_with_file(&path, &[]);
+    // The flag wins over the file, as everywhere.
+    let new = run_with_file(
+        &path,
+        &[
+            "--self-watchdog-secs",
+            "9",
+            "--hw-watchdog",
+            "/dev/watchdog",
+        ],
+    );
+    assert_eq!(old.watchdog.self_watchdog, Some(Duration::from_secs(5)));
+    assert_eq!(
+        diff(&old, &new),
+        [
+            "self-watchdog-secs: 5 -> 9",
+            "hw-watchdog: none -> /dev/watchdog"
+        ]
+    );
 }
 
 #[test]

@@ -66,11 +66,22 @@ pub(super) fn build(merged: &Partial) -> WatchdogConfig {
 /// Appends reload-diff lines for this section.
 pub(super) fn diff(old: &Config, new: &Config, out: &mut Vec<String>) {
     let (a, b) = (&old.watchdog, &new.watchdog);
-    let path = |p: &Option<PathBuf>| p.as_ref().map_or("none".into(), |p| p.display().to_string());
+    let path = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map_or("none".into(), |p| p.display().to_string())
+    };
     let secs = |d: &Option<Duration>| d.map_or("none".into(), |d| d.as_secs().to_string());
     for (name, x, y) in [
-        ("heartbeat-file", path(&a.heartbeat_file), path(&b.heartbeat_file)),
-        ("self-watchdog-secs", secs(&a.self_watchdog), secs(&b.self_watchdog)),
+        (
+            "heartbeat-file",
+            path(&a.heartbeat_file),
+            path(&b.heartbeat_file),
+        ),
+        (
+            "self-watchdog-secs",
+            secs(&a.self_watchdog),
+            secs(&b.self_watchdog),
+        ),
         ("hw-watchdog", path(&a.hw_watchdog), path(&b.hw_watchdog)),
     ] {
         if x != y {

@@ -256,10 +256,8 @@ impl LinuxWatchdog {
     fn open(path: &Path) -> Result<LinuxWatchdog, HwWatchdogError> {
         let p = || path.to_path_buf();
         // Checked before open(2): opening a FIFO for writing would block.
-        let meta = std::fs::metadata(path).map_err(|source| HwWatchdogError::Stat {
-            path: p(),
-            source,
-        })?;
+        let meta = std::fs::metadata(path)
+            .map_err(|source| HwWatchdogError::Stat { path: p(), source })?;
         check_char_device(&meta, path)?;
         let file = OpenOptions::new()
             .write(true)
@@ -338,8 +336,12 @@ impl WatchdogDevice for LinuxWatchdog {
         // Exposed by the watchdog core under the device's sysfs node
         // (CONFIG_WATCHDOG_SYSFS); absent on older kernels and for the
         // legacy misc node, in which case we cannot tell.
-        let (major, minor) = (nix::sys::stat::major(self.rdev), nix::sys::stat::minor(self.rdev));
-        let text = std::fs::read_to_string(format!("/sys/dev/char/{major}:{minor}/nowayout")).ok()?;
+        let (major, minor) = (
+            nix::sys::stat::major(self.rdev),
+            nix::sys::stat::minor(self.rdev),
+        );
+        let text =
+            std::fs::read_to_string(format!("/sys/dev/char/{major}:{minor}/nowayout")).ok()?;
         Some(text.trim() == "1")
     }
 
@@ -474,7 +476,10 @@ mod tests {
         let e = HwWatchdog::with_device(Box::new(fake), Path::new("/dev/fake"))
             .err()
             .unwrap();
-        assert!(matches!(e, HwWatchdogError::TimeoutTooShort { secs: 10, .. }), "{e}");
+        assert!(
+            matches!(e, HwWatchdogError::TimeoutTooShort { secs: 10, .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("at least 30 s"), "{e}");
         assert_eq!(calls(&log).last(), Some(&Call::MagicClose));
 
@@ -483,7 +488,10 @@ mod tests {
         let e = HwWatchdog::with_device(Box::new(fake), Path::new("/dev/fake"))
             .err()
             .unwrap();
-        assert!(matches!(e, HwWatchdogError::TimeoutTooShort { secs: 20, .. }), "{e}");
+        assert!(
+            matches!(e, HwWatchdogError::TimeoutTooShort { secs: 20, .. }),
+            "{e}"
+        );
     }
 
     #[test]
@@ -514,7 +522,10 @@ mod tests {
             wd.kick(t);
         }
         assert_eq!(wd.suppressed, 4, "one logged, the rest held back");
-        let kicks = calls(&log).iter().filter(|c| **c == Call::Keepalive).count();
+        let kicks = calls(&log)
+            .iter()
+            .filter(|c| **c == Call::Keepalive)
+            .count();
         assert_eq!(kicks, 5);
     }
 
@@ -524,7 +535,11 @@ mod tests {
         let file = dir.path().join("regular");
         std::fs::write(&file, "").unwrap();
         let e = HwWatchdog::open(&file).err().unwrap();
-        assert!(e.to_string().contains("a regular file, not a character device"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("a regular file, not a character device"),
+            "{e}"
+        );
         let e = HwWatchdog::open(dir.path()).err().unwrap();
         assert!(e.to_string().contains("a directory"), "{e}");
         let e = HwWatchdog::open(&dir.path().join("absent")).err().unwrap();

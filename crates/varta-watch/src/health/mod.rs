@@ -27,6 +27,12 @@ mod hw_sys;
 pub mod notify;
 pub mod supervisor;
 
+/// Startup check of `--heartbeat-file`: its directory exists and it is not
+/// a directory itself.
+pub(crate) fn heartbeat_check(path: &std::path::Path) -> Result<(), String> {
+    heartbeat::check(path)
+}
+
 /// Liveness tick when nothing asks for a faster one: an idle loop wakes 4
 /// times a second, which keeps the heartbeat file and every "is it alive"
 /// judgement within a second of the truth.
@@ -320,7 +326,10 @@ mod tests {
         let h = health();
         let t0 = Instant::now();
         let mut p = Progress::new(&h, t0);
-        assert_eq!(p.stuck_for(&h, t0 + Duration::from_secs(2)), Duration::from_secs(2));
+        assert_eq!(
+            p.stuck_for(&h, t0 + Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
         h.tick(1);
         let t3 = t0 + Duration::from_secs(3);
         assert_eq!(p.stuck_for(&h, t3), Duration::ZERO);

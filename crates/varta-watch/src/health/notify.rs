@@ -180,7 +180,10 @@ mod tests {
         let env = SystemdEnv::from_vars(None, Some("400000"), Some("8"), 7);
         assert_eq!(env.watchdog, None, "another process's watchdog");
         for bad in ["0", "-1", "soon"] {
-            assert_eq!(SystemdEnv::from_vars(None, Some(bad), None, 7).watchdog, None);
+            assert_eq!(
+                SystemdEnv::from_vars(None, Some(bad), None, 7).watchdog,
+                None
+            );
         }
         assert!(SystemdEnv::from_vars(Some(OsStr::new("")), None, None, 7)
             .notifier

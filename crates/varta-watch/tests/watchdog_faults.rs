@@ -1,0 +1,124 @@
+//! A wedged event loop, for real: the binary built with feature
+//! `fault-injection` stops its loop for good after `VARTA_FAULT_WEDGE_AFTER`
+//! iterations while its other threads run on (SIGSTOP cannot do that: it
+//! stops every thread). Then systemd pings stop, the heartbeat file
+//! freezes, and the self-watchdog aborts the process.
+//!
+//! `cargo test -p varta-watch --features fault-injection --test watchdog_faults`
+
+mod common;
+mod systemd_support;
+
+use std::time::{Duration, Instant};
+
+use common::PATIENCE;
+use systemd_support::{parse_heartbeat, start_observer, wait_signal, NotifySocket};
+
+const WEDGED: &str = "fault injection: wedging the event loop";
+
+/// Waits for the wedge's log line; returns when it was seen (at most a
+/// poll interval after the loop stopped).
+fn wait_for_wedge(obs: &common::Observer) -> Instant {
+    obs.wait_until("the loop to wedge", || obs.stderr().contains(WEDGED));
+    Instant::now()
+}
+
+#[test]
+fn wedged_loop_stops_systemd_pings_and_the_self_watchdog_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::path(dir.path());
+    let self_watchdog = Duration::from_secs(2);
+    let mut obs = start_observer(
+        dir,
+        &["--self-watchdog-secs", "2"],
+        &[
+            ("NOTIFY_SOCKET", notify.env.as_str()),
+            ("WATCHDOG_USEC", "400000"),
+            // The 50 ms liveness tick (WatchdogSec 0.4 s / 8): about 2 s
+            // of healthy life first.
+            ("VARTA_FAULT_WEDGE_AFTER", "40"),
+        ],
+    );
+    notify.wait_until("WATCHDOG=1 while healthy", |_| {
+        notify.times_of("WATCHDOG=1").len() >= 3
+    });
+    let wedged_at = wait_for_wedge(&obs);
+
+    assert_eq!(
+        wait_signal(&mut obs),
+        Some(nix::libc::SIGABRT),
+        "{}",
+        obs.stderr()
+    );
+    let ended = Instant::now();
+    let took = ended - wedged_at;
+    assert!(
+        took <= self_watchdog + Duration::from_secs(1),
+        "aborted {took:?} after the wedge; limit {self_watchdog:?} + 1 s"
+    );
+    assert!(
+        took >= self_watchdog - Duration::from_millis(200),
+        "aborted too early: {took:?}"
+    );
+    let log = obs.stderr();
+    assert!(
+        log.contains("self-watchdog: the event loop has been stuck for"),
+        "{log}"
+    );
+    assert!(log.contains("(limit 2 s); aborting"), "{log}");
+
+    // Pings stopped within the alive window (4 ticks, 200 ms) of the
+    // wedge — the log line is seen a little after it — and none came in
+    // the rest of the time until the abort.
+    let pings = notify.times_of("WATCHDOG=1");
+    let last = *pings.last().unwrap();
+    assert!(
+        last < wedged_at + Duration::from_millis(500),
+        "a ping {:?} after the wedge",
+        last - wedged_at
+    );
+    assert!(ended - last > Duration::from_secs(1), "pings until the end");
+    assert!(
+        notify.times_of("STOPPING=1").is_empty(),
+        "an abort is not a clean stop"
+    );
+}
+
+#[test]
+fn heartbeat_file_freezes_when_the_loop_wedges() {
+    let dir = tempfile::tempdir().unwrap();
+    let hb = dir.path().join("heartbeat");
+    let hb_arg = hb.to_str().unwrap().to_string();
+    // 250 ms ticks: about 3 s alive, then wedged (no self-watchdog, so it
+    // stays wedged until the guard kills it).
+    let obs = start_observer(
+        dir,
+        &["--heartbeat-file", &hb_arg],
+        &[("VARTA_FAULT_WEDGE_AFTER", "12")],
+    );
+    let read = || {
+        std::fs::read_to_string(&hb)
+            .ok()
+            .map(|t| parse_heartbeat(&t))
+    };
+    obs.wait_until("heartbeat file", || read().is_some());
+    let first = read().unwrap();
+    obs.wait_until("heartbeat to advance", || {
+        read().is_some_and(|(n, _)| n > first.0)
+    });
+    let wedged_at = wait_for_wedge(&obs);
+    // Let the last write (made before the watchdog thread saw the wedge)
+    // land, then the file must not change again.
+    std::thread::sleep(Duration::from_millis(1200));
+    let frozen = read().unwrap();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(read().unwrap(), frozen, "heartbeat moved while wedged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(frozen.0, 12, "the last count is the wedge's iteration");
+    assert!(wedged_at.elapsed() < PATIENCE);
+    // Still running: a wedged loop without a self-watchdog stays wedged.
+    let mut obs = obs;
+    assert!(obs.child.try_wait().unwrap().is_none());
+}

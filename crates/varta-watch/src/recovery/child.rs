@@ -69,18 +69,40 @@ impl Running {
         started_ns: u64,
         cap: usize,
     ) -> std::io::Result<Running> {
-        let pid = Pid::from_raw(child.id() as i32)
-            .ok_or_else(|| std::io::Error::other("child has pid 0"))?;
+        // A child we cannot watch must not run unwatched (or linger as a
+        // zombie): kill and reap it before reporting the failure.
+        let abandon = |child: &mut Child, e: std::io::Error| {
+            let _ = child.kill();
+            let _ = child.wait();
+            e
+        };
+        let pid = match Pid::from_raw(child.id() as i32) {
+            Some(p) => p,
+            None => {
+                return Err(abandon(
+                    &mut child,
+                    std::io::Error::other("child has pid 0"),
+                ))
+            }
+        };
         // A child that already exited is a zombie until reaped, so the
         // pidfd still opens and is immediately readable.
-        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
+        let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(e) => return Err(abandon(&mut child, e.into())),
+        };
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        if let Some(s) = &stdout {
-            rustix::io::ioctl_fionbio(s.as_fd(), true)?;
-        }
-        if let Some(s) = &stderr {
-            rustix::io::ioctl_fionbio(s.as_fd(), true)?;
+        for fd in [
+            stdout.as_ref().map(|s| s.as_fd()),
+            stderr.as_ref().map(|s| s.as_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Err(e) = rustix::io::ioctl_fionbio(fd, true) {
+                return Err(abandon(&mut child, e.into()));
+            }
         }
         Ok(Running {
             agent,

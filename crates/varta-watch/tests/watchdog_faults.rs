@@ -56,10 +56,7 @@ fn wedged_loop_stops_systemd_pings_and_the_self_watchdog_aborts() {
         took <= self_watchdog + Duration::from_secs(1),
         "aborted {took:?} after the wedge; limit {self_watchdog:?} + 1 s"
     );
-    assert!(
-        took >= self_watchdog - Duration::from_millis(200),
-        "aborted too early: {took:?}"
-    );
+    assert!(took >= self_watchdog / 2, "aborted too early: {took:?}");
     let log = obs.stderr();
     assert!(
         log.contains("self-watchdog: the event loop has been stuck for"),

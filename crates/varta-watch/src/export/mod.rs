@@ -5,6 +5,7 @@ pub mod counters;
 pub mod file;
 mod limit;
 pub mod log;
+pub mod metrics;
 
 use crate::config::Config;
 use crate::events::Sink;

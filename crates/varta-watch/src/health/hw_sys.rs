@@ -64,3 +64,25 @@ pub(super) fn keepalive(fd: BorrowedFd<'_>) -> io::Result<()> {
     unsafe { wdioc_keepalive(fd.as_raw_fd(), &mut unused) }?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request codes `<linux/watchdog.h>` defines (checked against the
+    /// C header): a wrong struct size would silently change them.
+    #[test]
+    fn request_codes_match_the_kernel_header() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<WatchdogInfoRaw>(), 40);
+        let codes = [
+            nix::request_code_read!(b'W', 0, size_of::<WatchdogInfoRaw>()),
+            nix::request_code_read!(b'W', 5, size_of::<c_int>()),
+            nix::request_code_readwrite!(b'W', 6, size_of::<c_int>()),
+            nix::request_code_read!(b'W', 7, size_of::<c_int>()),
+        ];
+        // The request type is c_ulong on Linux glibc.
+        let codes = codes.map(u64::from);
+        assert_eq!(codes, [0x8028_5700, 0x8004_5705, 0xc004_5706, 0x8004_5707]);
+    }
+}

@@ -6,7 +6,7 @@
 //!
 //! The loop is event-driven and may sleep indefinitely when idle, so an
 //! idle loop would look wedged. When anything consumes liveness, the loop
-//! also wakes on a *liveness tick* ([`Pulse`]); with no consumer it never
+//! also wakes on a *liveness tick* (`Pulse`); with no consumer it never
 //! does, so an idle observer without watchdogs still costs nothing.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -352,11 +352,14 @@ mod tests {
 
     #[test]
     fn pulse_wakes_only_when_configured_and_publishes_status_at_most_once_a_second() {
+        use crate::events::{EventBus, Origin};
+        use crate::tracker::{Incoming, NoProbe};
+        const S: u64 = 1_000_000_000;
         let h = health();
         let mut p = Pulse::new(h.clone());
-        let tracker = Tracker::new(crate::tracker::TrackerSettings {
+        let mut tracker = Tracker::new(crate::tracker::TrackerSettings {
             capacity: 4,
-            threshold_ns: 1_000_000_000,
+            threshold_ns: 100 * S,
             eviction: crate::config::EvictionPolicy::Strict,
             max_beat_rate: 0,
             global_beat_rate: 0,
@@ -364,6 +367,17 @@ mod tests {
             own_pidns: 0,
             allow_cross_namespace: false,
         });
+        let mut bus = EventBus::new();
+        let mut beat = |t: &mut Tracker, pid: u32| {
+            let frame = varta_vlp::Frame::new(varta_vlp::Status::Ok, pid, 0, 1, 0);
+            let inc = Incoming {
+                pid,
+                frame,
+                origin: Origin::KernelAttested,
+                pidns: None,
+            };
+            t.on_frame(0, inc, &mut NoProbe, &mut bus);
+        };
         p.on_iteration(10, &tracker);
         assert_eq!(p.next_deadline(), None, "no consumer: no extra wake-ups");
         assert_eq!(h.iterations(), 1);
@@ -374,9 +388,24 @@ mod tests {
         assert_eq!(p.next_deadline(), Some(20 + 250_000_000));
         assert_eq!(h.agent_counts(), (1, [0, 0, 0]), "first counts published");
         assert_eq!(h.liveness_tick(), Some(Duration::from_millis(250)));
-        // Unchanged counts are not re-published.
-        p.on_iteration(2_000_000_000, &tracker);
+
+        // A change within the second is held back, with a deadline to
+        // publish it at, and published when that comes.
+        beat(&mut tracker, 7);
+        p.on_iteration(S / 2, &tracker);
         assert_eq!(h.agent_counts().0, 1);
+        assert_eq!(p.next_deadline(), Some(S / 2 + 250_000_000));
+        p.on_iteration(S / 2 + 250_000_000, &tracker);
+        assert_eq!(p.next_deadline(), Some(S), "the next tick is sooner");
+        p.on_iteration(S, &tracker);
+        assert_eq!(h.agent_counts().0, 1, "still inside the second");
+        assert_eq!(p.next_deadline(), Some(S + 20), "the status is sooner");
+        p.on_iteration(S + 20, &tracker);
+        assert_eq!(h.agent_counts(), (2, [1, 0, 0]));
+        // Unchanged counts are not re-published.
+        p.on_iteration(5 * S, &tracker);
+        assert_eq!(h.agent_counts().0, 2);
+        assert_eq!(h.iterations(), 7);
         p.configure(None, false, 0);
         assert_eq!(h.liveness_tick(), None);
     }

@@ -3,7 +3,7 @@
 //! accepted (see [`COMPAT`]) and turned into startup warnings.
 
 use std::ffi::OsString;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValue, PossibleValuesParser};
@@ -262,6 +262,9 @@ pub(crate) struct Cli {
     #[command(flatten)]
     watchdog: super::watchdog::WatchdogFlags,
 
+    #[command(flatten)]
+    metrics: super::metrics::MetricsFlags,
+
     /// TOML file with the same settings, keyed by these long flag names
     /// without the dashes (snake_case also accepted). Flags override it. It
     /// is re-read on SIGHUP. Default: none.
@@ -331,6 +334,11 @@ impl Cli {
             heartbeat_file: self.watchdog.heartbeat_file,
             self_watchdog_secs: self.watchdog.self_watchdog_secs,
             hw_watchdog: self.watchdog.hw_watchdog,
+            prom_addr: self.metrics.prom_addr,
+            prom_token_file: self.metrics.prom_token_file,
+            prom_rate_limit_per_sec: self.metrics.prom_rate_limit_per_sec,
+            prom_rate_limit_burst: self.metrics.prom_rate_limit_burst,
+            per_agent_metrics_limit: self.metrics.per_agent_metrics_limit,
         };
         (raw, self.config)
     }
@@ -352,8 +360,6 @@ pub(crate) enum Shape {
     Port,
     /// An IP address.
     Ip,
-    /// `IP:PORT`.
-    SockAddr,
     /// `direct` or `libc`.
     SignalMode,
 }
@@ -393,7 +399,6 @@ impl CompatFlag {
             Shape::Path => ("PATH", clap::value_parser!(PathBuf)),
             Shape::Port => ("PORT", clap::value_parser!(u16).into()),
             Shape::Ip => ("IP", clap::value_parser!(IpAddr).into()),
-            Shape::SockAddr => ("IP:PORT", clap::value_parser!(SocketAddr).into()),
             Shape::SignalMode => ("MODE", PossibleValuesParser::new(["direct", "libc"]).into()),
         };
         let action = ArgAction::Set;
@@ -411,7 +416,6 @@ impl CompatFlag {
     }
 }
 
-const PROM: &str = "is accepted for compatibility but the Prometheus endpoint is not implemented in this build yet; no metrics are served";
 const UDP: &str = "is accepted for compatibility but UDP listeners are not implemented in this build yet; only the Unix socket receives beats";
 const UDP_RECOVERY: &str = "is accepted for compatibility but UDP listeners are not implemented in this build yet; it changes nothing";
 
@@ -474,34 +478,6 @@ pub(crate) const COMPAT: &[CompatFlag] = &[
         later: false,
         reason: "has no effect: audit records are fdatasynced by count (--recovery-audit-sync-every, default every record) on the audit writer thread, so a time-based cadence adds nothing",
         help: "No effect: audit records are fdatasynced by count (--recovery-audit-sync-every) on their own writer thread. Original: time-based audit fdatasync cadence, default 0 (off)",
-    },
-    CompatFlag {
-        name: "prom-addr",
-        shape: Shape::SockAddr,
-        later: true,
-        reason: PROM,
-        help: "Not active yet. Original: serve Prometheus /metrics on this address. Default: none",
-    },
-    CompatFlag {
-        name: "prom-token-file",
-        shape: Shape::Path,
-        later: true,
-        reason: PROM,
-        help: "Not active yet. Original: bearer token file for /metrics. Default: none",
-    },
-    CompatFlag {
-        name: "prom-rate-limit-per-sec",
-        shape: Shape::Count,
-        later: true,
-        reason: PROM,
-        help: "Not active yet. Original: per-IP /metrics scrape rate, default 5",
-    },
-    CompatFlag {
-        name: "prom-rate-limit-burst",
-        shape: Shape::Count,
-        later: true,
-        reason: PROM,
-        help: "Not active yet. Original: per-IP /metrics burst, default 10",
     },
     CompatFlag {
         name: "udp-port",

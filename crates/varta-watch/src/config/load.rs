@@ -137,6 +137,7 @@ fn build(
 
     let (recovery, audit) = super::recovery::build(&merged, &from_flags, &origin, &mut warnings)?;
     let watchdog = super::watchdog::build(&merged);
+    let metrics = super::metrics::build(&merged, &from_flags, &origin, &mut warnings)?;
     let socket = merged.socket.unwrap_or_else(varta_vlp::default_socket_path);
     let mut config = Config::with_socket(socket);
     let d = &mut config;
@@ -168,6 +169,7 @@ fn build(
     d.recovery = recovery;
     d.audit = audit;
     d.watchdog = watchdog;
+    d.metrics = metrics;
     d.config_file = config_file;
     d.warnings = warnings;
     d.argv = argv;
@@ -314,5 +316,6 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
     );
     super::recovery::diff(old, new, &mut out);
     super::watchdog::diff(old, new, &mut out);
+    super::metrics::diff(old, new, &mut out);
     out
 }

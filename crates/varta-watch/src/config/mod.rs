@@ -8,6 +8,7 @@ mod cli;
 mod error;
 mod file;
 mod load;
+mod metrics;
 mod recovery;
 mod settings;
 mod types;
@@ -18,5 +19,6 @@ mod tests;
 
 pub use error::ConfigError;
 pub use load::{diff, load, reload, Loaded};
+pub use metrics::{MetricsConfig, DEFAULT_PER_AGENT_METRICS_LIMIT};
 pub use types::*;
 pub use watchdog::WatchdogConfig;

@@ -88,6 +88,11 @@ pub(crate) struct RawSettings {
     pub heartbeat_file: Option<PathBuf>,
     pub self_watchdog_secs: Option<u64>,
     pub hw_watchdog: Option<PathBuf>,
+    pub prom_addr: Option<std::net::SocketAddr>,
+    pub prom_token_file: Option<PathBuf>,
+    pub prom_rate_limit_per_sec: Option<u64>,
+    pub prom_rate_limit_burst: Option<u64>,
+    pub per_agent_metrics_limit: Option<u64>,
 }
 
 /// A TOML integer has lost its spelling by the time we see it: `0o600` and
@@ -197,6 +202,11 @@ pub(crate) struct Partial {
     pub heartbeat_file: Option<PathBuf>,
     pub self_watchdog: Option<Duration>,
     pub hw_watchdog: Option<PathBuf>,
+    pub prom_addr: Option<std::net::SocketAddr>,
+    pub prom_token_file: Option<PathBuf>,
+    pub prom_rate_limit_per_sec: Option<u32>,
+    pub prom_rate_limit_burst: Option<u32>,
+    pub per_agent_metrics_limit: Option<u32>,
 }
 
 impl Partial {
@@ -254,6 +264,15 @@ impl Partial {
             heartbeat_file: self.heartbeat_file.or(lower.heartbeat_file),
             self_watchdog: self.self_watchdog.or(lower.self_watchdog),
             hw_watchdog: self.hw_watchdog.or(lower.hw_watchdog),
+            prom_addr: self.prom_addr.or(lower.prom_addr),
+            prom_token_file: self.prom_token_file.or(lower.prom_token_file),
+            prom_rate_limit_per_sec: self
+                .prom_rate_limit_per_sec
+                .or(lower.prom_rate_limit_per_sec),
+            prom_rate_limit_burst: self.prom_rate_limit_burst.or(lower.prom_rate_limit_burst),
+            per_agent_metrics_limit: self
+                .per_agent_metrics_limit
+                .or(lower.per_agent_metrics_limit),
         }
     }
 }
@@ -453,6 +472,29 @@ impl RawSettings {
             )?
             .map(Duration::from_secs),
             hw_watchdog: path(o, "hw-watchdog", self.hw_watchdog, None)?,
+            prom_addr: self.prom_addr,
+            prom_token_file: path(o, "prom-token-file", self.prom_token_file, None)?,
+            prom_rate_limit_per_sec: to_u32(num(
+                o,
+                "prom-rate-limit-per-sec",
+                self.prom_rate_limit_per_sec,
+                (1, 10_000),
+                " requests per second",
+            )?),
+            prom_rate_limit_burst: to_u32(num(
+                o,
+                "prom-rate-limit-burst",
+                self.prom_rate_limit_burst,
+                (0, 10_000),
+                " requests (0 disables rate limiting)",
+            )?),
+            per_agent_metrics_limit: to_u32(num(
+                o,
+                "per-agent-metrics-limit",
+                self.per_agent_metrics_limit,
+                (0, super::metrics::MAX_PER_AGENT_METRICS_LIMIT),
+                " agents",
+            )?),
         })
     }
 }

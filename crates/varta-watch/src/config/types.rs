@@ -156,6 +156,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Heartbeat file, self-watchdog and hardware watchdog.
     pub watchdog: super::watchdog::WatchdogConfig,
+    /// The Prometheus endpoint, if any.
+    pub metrics: Option<super::metrics::MetricsConfig>,
     /// The TOML file this came from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
     /// One line per accepted-but-ineffective flag: printed as startup warnings.
@@ -188,6 +190,7 @@ impl Config {
             audit: None,
             shutdown_grace: Duration::from_millis(5000),
             watchdog: Default::default(),
+            metrics: None,
             config_file: None,
             warnings: Vec::new(),
             argv: Vec::new(),

@@ -122,10 +122,23 @@ pub struct AgentView {
     pub origin: Origin,
 }
 
+/// Counters of one agent life (reset when the slot gets a new pid or the
+/// pid a new process).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Accepted regular beats.
+    pub beats: u64,
+    /// Stalls raised.
+    pub stalls: u64,
+}
+
 /// The agent table.
 pub struct Tracker {
     settings: TrackerSettings,
     slots: Vec<Slot>,
+    /// Per-slot counters for per-agent metrics, parallel to `slots` (a slot
+    /// is a full cache line already; these are read only by snapshots).
+    tallies: Vec<Tally>,
     index: PidIndex,
     /// One list per [`SlotState`], indexed by the state's discriminant.
     lists: [List; 4],
@@ -143,6 +156,7 @@ impl Tracker {
             global: TokenBucket::new(settings.global_beat_rate, settings.global_beat_burst),
             settings,
             slots: Vec::with_capacity(cap),
+            tallies: Vec::with_capacity(cap),
             index,
             lists: [List::default(); 4],
             grace_until: 0,
@@ -197,7 +211,9 @@ impl Tracker {
 
     /// Bytes reserved for slots and index (for capacity planning output).
     pub fn reserved_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>() + self.index.reserved_bytes()
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.tallies.capacity() * std::mem::size_of::<Tally>()
+            + self.index.reserved_bytes()
     }
 
     /// One agent's state.
@@ -244,6 +260,7 @@ impl Tracker {
             self.lists[SlotState::Live as usize].remove(&mut self.slots, head);
             self.lists[SlotState::Stalled as usize].push_back(&mut self.slots, head);
             self.slots[head as usize].state = SlotState::Stalled;
+            self.tallies[head as usize].stalls += 1;
             bus.emit(
                 now_ns,
                 Event::Stall {
@@ -397,6 +414,7 @@ impl Tracker {
         match probe.start_time(inc.pid) {
             Some(st) if st != s.start_time => {
                 s.start_time = st;
+                self.tallies[idx as usize] = Tally::default();
                 s.flags = 0;
                 s.last_nonce = 0;
                 s.last_terminal_ts = 0;
@@ -433,6 +451,7 @@ impl Tracker {
 
     fn accept_beat(&mut self, now_ns: u64, idx: u32, f: &Frame, bus: &mut EventBus) {
         let prev = self.touch(now_ns, idx, f, SlotState::Live);
+        self.tallies[idx as usize].beats += 1;
         let s = &mut self.slots[idx as usize];
         s.last_nonce = f.nonce;
         s.flags |= HAS_NONCE;
@@ -510,6 +529,7 @@ impl Tracker {
             return Verdict::Dropped;
         };
         let now_ms = (now_ns / 1_000_000) as u32;
+        self.tallies[idx as usize] = Tally::default();
         let s = &mut self.slots[idx as usize];
         *s = Slot {
             pid,
@@ -542,6 +562,7 @@ impl Tracker {
         }
         if self.slots.len() < self.settings.capacity as usize {
             self.slots.push(Slot::empty());
+            self.tallies.push(Tally::default());
             return Some((self.slots.len() - 1) as u32);
         }
         // Full. Exited agents first (they said goodbye), then the longest
@@ -562,6 +583,17 @@ impl Tracker {
         self.index.remove(old);
         bus.emit(now_ns, Event::Eviction { pid: old, was_live });
         Some(victim)
+    }
+
+    /// Calls `f` with every tracked agent's slot and tally, in slot order,
+    /// until it returns false. O(agents): for snapshots, which the caller
+    /// bounds (the metrics snapshot stops at its per-agent limit).
+    pub fn for_each_agent(&self, mut f: impl FnMut(&Slot, &Tally) -> bool) {
+        for (s, t) in self.slots.iter().zip(&self.tallies) {
+            if s.state != SlotState::Free && !f(s, t) {
+                break;
+            }
+        }
     }
 
     /// Every tracked pid with its state (tests, snapshots); O(agents).

@@ -489,3 +489,63 @@ proptest::proptest! {
         b.check_invariants();
     }
 }
+
+#[test]
+fn tallies_count_beats_and_stalls_per_life() {
+    let (mut t, mut bus, _rec) = setup(2);
+    for n in 1..=3 {
+        t.on_frame(n * MS, beat(10, n), &mut NoProbe, &mut bus);
+    }
+    t.expire(1000 * MS, &mut bus);
+    t.on_frame(1001 * MS, beat(10, 4), &mut NoProbe, &mut bus);
+    t.on_frame(1001 * MS, beat(11, 1), &mut NoProbe, &mut bus);
+    let mut seen = Vec::new();
+    t.for_each_agent(|s, tally| {
+        seen.push((s.pid, *tally));
+        true
+    });
+    seen.sort_by_key(|(p, _)| *p);
+    assert_eq!(
+        seen,
+        vec![
+            (
+                10,
+                Tally {
+                    beats: 4,
+                    stalls: 1
+                }
+            ),
+            (
+                11,
+                Tally {
+                    beats: 1,
+                    stalls: 0
+                }
+            )
+        ]
+    );
+    // A reused slot starts from zero.
+    t.on_frame(1002 * MS, terminal(11, 5), &mut NoProbe, &mut bus);
+    t.on_frame(1003 * MS, beat(12, 1), &mut NoProbe, &mut bus);
+    let mut twelve = None;
+    t.for_each_agent(|s, tally| {
+        if s.pid == 12 {
+            twelve = Some(*tally);
+        }
+        true
+    });
+    assert_eq!(
+        twelve,
+        Some(Tally {
+            beats: 1,
+            stalls: 0
+        })
+    );
+    // The callback can stop early.
+    let mut n = 0;
+    t.for_each_agent(|_, _| {
+        n += 1;
+        false
+    });
+    assert_eq!(n, 1);
+}

@@ -114,6 +114,9 @@ pub(super) fn build<'a>(
             origin(from_flags.prom_addr.is_some()).name("prom-addr")
         )));
     };
+    // Checked now so a bad token file is a configuration error (exit 2)
+    // naming the fix; the daemon reads it again when it starts serving.
+    read_token(&token_file)?;
     if !addr.ip().is_loopback() {
         warnings.push(format!(
             "{} = {addr} listens beyond this host: /metrics is token-protected and rate-limited, but put a firewall or TLS proxy in front of it",
@@ -129,6 +132,15 @@ pub(super) fn build<'a>(
             .per_agent_metrics_limit
             .unwrap_or(DEFAULT_PER_AGENT_METRICS_LIMIT),
     }))
+}
+
+/// Reads `--prom-token-file` under the secret-file rules.
+pub fn read_token(path: &std::path::Path) -> Result<crate::http::Token, ConfigError> {
+    let bytes = varta_audit::secret_file::read_secret_file(path)
+        .map_err(|e| ConfigError::Invalid(format!("--prom-token-file {}: {e}", path.display())))?;
+    crate::http::Token::from_file_text(&bytes).map_err(|reason| {
+        ConfigError::Invalid(format!("--prom-token-file {}: {reason}", path.display()))
+    })
 }
 
 /// Appends reload-diff lines for this section.

@@ -19,6 +19,6 @@ mod tests;
 
 pub use error::ConfigError;
 pub use load::{diff, load, reload, Loaded};
-pub use metrics::{MetricsConfig, DEFAULT_PER_AGENT_METRICS_LIMIT};
+pub use metrics::{read_token, MetricsConfig, DEFAULT_PER_AGENT_METRICS_LIMIT};
 pub use types::*;
 pub use watchdog::WatchdogConfig;

@@ -146,28 +146,22 @@ const NO_EFFECT_FLAGS: &[&str] = &[
 
 /// Original flags for features a later release implements.
 const LATER_FLAGS: &[&str] = &[
-    "--prom-addr",
-    "--prom-token-file",
     "--udp-port",
     "--udp-bind-addr",
     "--key-file",
     "--accepted-key-file",
     "--master-key-file",
-    "--prom-rate-limit-per-sec",
-    "--prom-rate-limit-burst",
     "--i-accept-plaintext-udp",
     "--i-accept-secure-udp-non-loopback",
     "--secure-udp-i-accept-recovery-on-unauthenticated-transport",
     "--plaintext-udp-i-accept-recovery-on-unauthenticated-transport",
 ];
 
-fn original_args(flags: &[(&str, Option<&str>)]) -> Vec<&'static str> {
+fn original_args<'a>(flags: &[(&'a str, Option<&'a str>)]) -> Vec<&'a str> {
     let mut out = Vec::new();
-    for (flag, value) in ORIGINAL_FLAGS {
-        if flags.iter().any(|(f, _)| f == flag) {
-            out.push(*flag);
-            out.extend(value.iter().copied());
-        }
+    for (flag, value) in flags {
+        out.push(*flag);
+        out.extend(value.iter().copied());
     }
     out
 }
@@ -544,6 +538,13 @@ fn parser_errors_are_usage_errors_with_exit_code_2() {
 fn every_original_flag_parses() {
     let exec_dir = tempfile::tempdir().unwrap();
     let exec_file = exec_dir.path().join("recovery.cmd");
+    let token = exec_dir.path().join("prom.token");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::write(&token, format!("{}\n", "ab".repeat(32))).unwrap();
+        fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let token_str: &'static str = Box::leak(token.display().to_string().into_boxed_str());
     let exec_file_str: &'static str = Box::leak(exec_file.display().to_string().into_boxed_str());
     // One at a time, so each flag's own warning can be checked in isolation.
     for (flag, value) in ORIGINAL_FLAGS {
@@ -556,6 +557,17 @@ fn every_original_flag_parses() {
             }
             "--global-beat-burst" => args.extend(["--global-beat-rate", "10"]),
             "--recovery-exec" => {}
+            "--prom-addr" => args.extend(["--prom-token-file", token_str]),
+            "--prom-token-file" => {
+                args[1] = token_str;
+                args.extend(["--prom-addr", "127.0.0.1:9100"]);
+            }
+            f if f.starts_with("--prom-") => args.extend([
+                "--prom-addr",
+                "127.0.0.1:9100",
+                "--prom-token-file",
+                token_str,
+            ]),
             "--recovery-exec-file" => {
                 use std::os::unix::fs::PermissionsExt;
                 fs::write(&exec_file, "/bin/true {pid}\n").unwrap();
@@ -610,6 +622,13 @@ fn every_original_flag_parses() {
         .iter()
         .copied()
         .filter(|(f, _)| *f != "--recovery-exec-file")
+        .map(|(f, v)| {
+            if f == "--prom-token-file" {
+                (f, Some(token_str))
+            } else {
+                (f, v)
+            }
+        })
         .collect();
     let config = run(&original_args(&all));
     for flag in NO_EFFECT_FLAGS.iter().chain(LATER_FLAGS) {
@@ -1008,7 +1027,7 @@ hw-watchdog = "/dev/watchdog1"
 #[test]
 fn compat_keys_in_file_warn_and_name_the_file() {
     let (_dir, path) = config_file(
-        "read-timeout-ms = 100\nprom_addr = \"127.0.0.1:9100\"\nudp-port = 9999\ni-accept-plaintext-udp = true\n",
+        "read-timeout-ms = 100\neviction_scan_window = 256\nudp-port = 9999\ni-accept-plaintext-udp = true\n",
     );
     let config = run_with_file(&path, &[]);
     assert_eq!(config.warnings.len(), 4, "{:?}", config.warnings);
@@ -1022,7 +1041,10 @@ fn compat_keys_in_file_warn_and_name_the_file() {
         .warnings
         .iter()
         .any(|w| w.starts_with("read-timeout-ms ")));
-    assert!(config.warnings.iter().any(|w| w.starts_with("prom-addr ")));
+    assert!(config
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("eviction-scan-window ")));
 
     // Given both ways, the setting is reported once, as the flag.
     let config = run_with_file(&path, &["--read-timeout-ms", "200"]);
@@ -1310,4 +1332,45 @@ proptest! {
     fn file_parse_never_panics(text in "(([a-z_-]{1,30}) = (-?[0-9]{1,22}|\"[^\"]{0,10}\"|true|\\[1\\])\n){0,6}|.{0,64}") {
         let _ = super::file::parse(Path::new("/tmp/p.toml"), &text);
     }
+}
+
+#[test]
+fn prometheus_endpoint_needs_a_valid_token_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = fail(&["--prom-addr", "127.0.0.1:0"]).to_string();
+    assert!(
+        e.contains("--prom-token-file") && e.contains("openssl rand -hex 32"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("prom.token");
+    fs::write(&token, "not hex\n").unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    let t = token.to_str().unwrap();
+    let e = fail(&["--prom-addr", "127.0.0.1:0", "--prom-token-file", t]).to_string();
+    assert!(e.contains("64 hex characters"), "{e}");
+    fs::write(&token, "ab".repeat(32)).unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+    let e = fail(&["--prom-addr", "127.0.0.1:0", "--prom-token-file", t]).to_string();
+    assert!(e.contains("chmod"), "{e}");
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    let c = run(&["--prom-addr", "[::1]:0", "--prom-token-file", t]);
+    let m = c.metrics.unwrap();
+    assert_eq!(
+        (m.rate_per_sec, m.burst, m.per_agent_limit),
+        (5, 10, 10_000)
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let c = run(&["--prom-addr", "0.0.0.0:9464", "--prom-token-file", t]);
+    assert!(
+        c.warnings[0].contains("beyond this host"),
+        "{:?}",
+        c.warnings
+    );
+    let c = run(&["--prom-rate-limit-burst", "0"]);
+    assert!(
+        c.warnings[0].contains("without --prom-addr"),
+        "{:?}",
+        c.warnings
+    );
 }

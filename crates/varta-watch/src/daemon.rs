@@ -22,9 +22,12 @@ use crate::config::{self, ClockSource, Config};
 use crate::events::{Event, EventBus, Sink};
 use crate::export::counters::{Counters, CountingSink};
 use crate::export::log::LogSink;
+use crate::export::metrics::endpoint::{ObserverService, SnapshotBridge};
+use crate::export::metrics::{MetricsRenderer, MetricsSources, Observations};
 use crate::health::notify::{Notifier, SystemdEnv};
 use crate::health::supervisor::{self, Plan, Supervisor};
 use crate::health::{self, hw, LoopHealth, Pulse};
+use crate::http::{HttpServer, HttpSettings};
 use crate::ingest::{BindError, UdsListener, UdsPolicy};
 use crate::recovery::{Recovery, RecoveryStats};
 use crate::tracker::{Tracker, TrackerSettings};
@@ -32,7 +35,9 @@ use crate::tracker::{Tracker, TrackerSettings};
 const UDS: Token = Token(0);
 const TIMER: Token = Token(1);
 const SIGNALS: Token = Token(2);
-const RECOVERY: Token = Token(3);
+/// One waker for everything another thread needs the loop for: recovery
+/// reports and metrics snapshots (mio allows one waker per poll).
+const WAKE: Token = Token(3);
 
 /// Datagrams handled per wake-up before stalls are checked again: bounds
 /// detection latency under a flood while keeping batches large.
@@ -51,6 +56,9 @@ pub enum DaemonError {
     /// A sink (export file) could not be opened.
     #[error("{0}")]
     Sink(String),
+    /// The Prometheus endpoint could not start.
+    #[error("{0}")]
+    Metrics(String),
     /// The audit log could not be opened.
     #[error("{0}")]
     Audit(String),
@@ -154,6 +162,38 @@ pub struct Daemon {
     systemd: SystemdEnv,
     /// Someone outside (the HTTP server) judges liveness: tick when idle.
     want_liveness: bool,
+    /// The Prometheus endpoint, if configured.
+    metrics: Option<MetricsEndpoint>,
+}
+
+/// The running Prometheus endpoint: the HTTP server and the snapshot
+/// hand-over it scrapes through.
+struct MetricsEndpoint {
+    bridge: Arc<SnapshotBridge>,
+    server: HttpServer,
+}
+
+impl MetricsEndpoint {
+    fn start(
+        m: &crate::config::MetricsConfig,
+        waker: Arc<mio::Waker>,
+        sources: MetricsSources,
+        health: Arc<LoopHealth>,
+    ) -> Result<MetricsEndpoint, DaemonError> {
+        let token =
+            config::read_token(&m.token_file).map_err(|e| DaemonError::Metrics(e.to_string()))?;
+        let renderer = Arc::new(MetricsRenderer::new(sources));
+        let bridge = Arc::new(SnapshotBridge::new(waker, m.per_agent_limit));
+        let service = ObserverService::new(renderer.clone(), bridge.clone(), health);
+        let mut settings = HttpSettings::new(m.addr);
+        settings.token = Some(token);
+        settings.rate_per_sec = m.rate_per_sec;
+        settings.burst = m.burst;
+        let server = HttpServer::start(settings, Arc::new(service))
+            .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+        renderer.attach_http(server.counters());
+        Ok(MetricsEndpoint { bridge, server })
+    }
 }
 
 /// Self-watchdog when systemd's watchdog is on and `--self-watchdog-secs`
@@ -206,11 +246,16 @@ impl Daemon {
         }
         let poll = Poll::new().map_err(os("cannot create epoll instance"))?;
         let clock = ObserverClock::new(config.clock_source);
-        let recovery = if config.recovery.is_some() || config.audit.is_some() {
-            let waker = Arc::new(
-                mio::Waker::new(poll.registry(), RECOVERY)
-                    .map_err(os("cannot create the recovery waker"))?,
-            );
+        let needs_recovery = config.recovery.is_some() || config.audit.is_some();
+        let waker = if needs_recovery || config.metrics.is_some() {
+            Some(Arc::new(
+                mio::Waker::new(poll.registry(), WAKE)
+                    .map_err(os("cannot create the loop's waker"))?,
+            ))
+        } else {
+            None
+        };
+        let recovery = if let (true, Some(waker)) = (needs_recovery, waker.clone()) {
             let r = Recovery::start(
                 config.recovery.as_ref(),
                 audit,
@@ -256,6 +301,26 @@ impl Daemon {
             .shutdown_after
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let health = Arc::new(LoopHealth::new(&clock, config.clock_source));
+        let metrics = match (&config.metrics, waker) {
+            (Some(m), Some(waker)) => Some(MetricsEndpoint::start(
+                m,
+                waker,
+                MetricsSources {
+                    counters: counters.clone(),
+                    audit: audit_counters.clone(),
+                    recovery: recovery.as_ref().map(Recovery::stats),
+                    http: None,
+                    export: None,
+                    observations: Arc::new(Observations::new()),
+                    started: std::time::Instant::now(),
+                    tracker_capacity: config.tracker_capacity,
+                    granted_rcvbuf: listener.granted_rcvbuf(),
+                    per_agent_limit: m.per_agent_limit,
+                },
+                health.clone(),
+            )?),
+            _ => None,
+        };
         let mut pulse = Pulse::new(health.clone());
         // Last: opening the device arms it, so nothing after it may fail.
         if let Some(path) = &config.watchdog.hw_watchdog {
@@ -280,7 +345,9 @@ impl Daemon {
             health,
             pulse,
             systemd: SystemdEnv::default(),
-            want_liveness: false,
+            // /-/healthy judges the loop by its ticks: tick when idle.
+            want_liveness: metrics.is_some(),
+            metrics,
         })
     }
 
@@ -363,7 +430,10 @@ impl Daemon {
                         self.armed = None;
                     }
                     SIGNALS => stop |= self.handle_signals(now),
-                    RECOVERY => self.emit_recovery_reports(now),
+                    WAKE => {
+                        self.emit_recovery_reports(now);
+                        self.serve_snapshot(now);
+                    }
                     _ => {}
                 }
             }
@@ -423,6 +493,9 @@ impl Daemon {
         }
         self.bus.shutdown();
         self.listener.unlink_if_ours();
+        if let Some(m) = self.metrics.take() {
+            m.server.stop();
+        }
         let totals: Vec<String> = self
             .counters
             .snapshot()
@@ -503,6 +576,27 @@ impl Daemon {
             }
         }
         Ok((watchdog, notifier))
+    }
+
+    /// The address `/metrics` is served on, if any (the real port when 0
+    /// was asked for).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(|m| m.server.local_addr())
+    }
+
+    /// A scrape is waiting: copy what it needs out of the tracker.
+    fn serve_snapshot(&mut self, now: u64) {
+        if let Some(m) = &self.metrics {
+            if m.bridge.take_wanted() {
+                let given_up = self.recovery.as_ref().map_or(0, |r| {
+                    r.stats()
+                        .given_up
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                });
+                m.bridge
+                    .publish(&self.tracker, now, self.listener.pid_max(), given_up);
+            }
+        }
     }
 
     /// Puts what the recovery thread did on the event stream.

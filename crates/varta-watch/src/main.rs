@@ -54,6 +54,14 @@ fn main() -> ExitCode {
         "varta-watch listening on {}",
         daemon.socket_path().display()
     );
+    if let Some(addr) = daemon.metrics_addr() {
+        // On stdout, one line, so a script that asked for port 0 can read
+        // the port; and in the log for operators.
+        println!("metrics: http://{addr}/metrics");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tracing::info!(%addr, "serving /metrics, /-/healthy and /-/ready on http://{addr}");
+    }
     match daemon.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -74,6 +74,8 @@ pub struct RecoveryStats {
     pub reports_dropped: AtomicU64,
     /// Children running now.
     pub running: AtomicU64,
+    /// Agents given up now (restart-storm cap reached, no beat since).
+    pub given_up: AtomicU64,
 }
 
 /// Why recovery could not start.

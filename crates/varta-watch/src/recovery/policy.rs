@@ -116,6 +116,8 @@ pub struct Policy {
     /// Pending retries, earliest first.
     deferred: BTreeSet<(u64, u32)>,
     children: u32,
+    /// Entries with `given_up` set.
+    given_up: u32,
 }
 
 impl Policy {
@@ -127,6 +129,7 @@ impl Policy {
             expiries: BinaryHeap::new(),
             deferred: BTreeSet::new(),
             children: 0,
+            given_up: 0,
         }
     }
 
@@ -148,6 +151,11 @@ impl Policy {
     /// Children counted as running.
     pub fn children(&self) -> u32 {
         self.children
+    }
+
+    /// Agents currently given up.
+    pub fn given_up_count(&self) -> u32 {
+        self.given_up
     }
 
     /// Whether `pid` is currently given up.
@@ -184,7 +192,10 @@ impl Policy {
         }
         let n = entry.attempts.len() as u32;
         if n >= s.max_attempts {
-            entry.given_up = true;
+            if !entry.given_up {
+                entry.given_up = true;
+                self.given_up += 1;
+            }
             if let Some((at, _)) = entry.deferred.take() {
                 self.deferred.remove(&(at, t.pid));
             }
@@ -249,6 +260,9 @@ impl Policy {
             self.deferred.remove(&(at, pid));
         }
         let was = std::mem::take(&mut e.given_up);
+        if was {
+            self.given_up -= 1;
+        }
         self.note_expiry(pid);
         was
     }
@@ -308,7 +322,8 @@ impl Policy {
             self.expiries.pop();
             match self.table.get(&pid).map(|e| e.expiry(&self.settings)) {
                 Some(Some(real)) if real <= now_ns => {
-                    self.table.remove(&pid);
+                    let was_given_up = self.table.remove(&pid).is_some_and(|e| e.given_up);
+                    self.given_up -= u32::from(was_given_up);
                 }
                 // Not reclaimable yet: its real expiry is queued again.
                 Some(Some(real)) => self.expiries.push(Reverse((real, pid))),
@@ -518,6 +533,10 @@ mod tests {
                     }
                 }
                 prop_assert!(p.len() <= s.table_capacity as usize);
+                prop_assert_eq!(
+                    p.given_up_count() as usize,
+                    p.table.values().filter(|e| e.given_up).count()
+                );
                 prop_assert!(p.expiries.len() <= 4 * p.len().max(16) + 1);
                 prop_assert!(p.children() <= s.max_children);
                 prop_assert_eq!(p.children() as usize, running.len());

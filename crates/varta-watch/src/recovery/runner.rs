@@ -487,6 +487,9 @@ impl Runner {
     }
 
     fn flush_reports(&mut self) {
+        self.stats
+            .given_up
+            .store(u64::from(self.policy.given_up_count()), Ordering::Relaxed);
         if std::mem::take(&mut self.wake_main) {
             let _ = self.main_waker.wake();
         }

@@ -32,6 +32,7 @@
 //! `varta_recovery_duration_ns_sum_total`).
 
 mod enc;
+pub mod endpoint;
 mod original;
 mod ours;
 #[cfg(test)]

@@ -1,0 +1,150 @@
+//! The Prometheus endpoint of the real binary: port 0 printed on stdout,
+//! token required, per-agent series from the tracker, health routes, and a
+//! real scrape accepted by `promtool check metrics`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{spawn_agent, spawn_guarded, PATIENCE};
+
+#[test]
+fn agent_entry() {
+    common::maybe_run_agent();
+}
+
+const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+fn get(addr: SocketAddr, path: &str, auth: bool) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = if auth {
+        format!("Authorization: Bearer {TOKEN}\r\n")
+    } else {
+        String::new()
+    };
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn scrape_of_the_real_observer() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("prom.token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let socket = dir.path().join("obs.sock");
+    let mut obs = spawn_guarded(
+        Command::new(common::bin())
+            .args([
+                "--socket",
+                socket.to_str().unwrap(),
+                "--threshold-ms",
+                "300",
+            ])
+            .args([
+                "--prom-addr",
+                "127.0.0.1:0",
+                "--prom-token-file",
+                token.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(obs.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("metrics: http://")
+        .and_then(|s| s.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("address line on stdout: {line:?}"))
+        .parse()
+        .unwrap();
+    assert_ne!(addr.port(), 0);
+    assert_eq!(get(addr, "/-/ready", false).0, 200);
+    assert_eq!(get(addr, "/-/healthy", false).0, 200);
+    assert_eq!(get(addr, "/metrics", false).0, 401);
+
+    let mut agent = spawn_agent("beat", &socket, 20);
+    let pid = agent.id();
+    let beats = format!("varta_beats_total{{pid=\"{pid}\"}}");
+    let stalls = format!("varta_stalls_total{{pid=\"{pid}\"}}");
+    let start = Instant::now();
+    loop {
+        let (code, body) = get(addr, "/metrics", true);
+        assert_eq!(code, 200);
+        if sample(&body, &beats).unwrap_or(0.0) >= 3.0 {
+            assert_eq!(sample(&body, &stalls), Some(0.0));
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "beats never showed up:\n{body}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let body = loop {
+        let (_, body) = get(addr, "/metrics", true);
+        if sample(&body, &stalls) == Some(1.0) {
+            break body;
+        }
+        assert!(start.elapsed() < PATIENCE, "stall never showed up:\n{body}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(
+        sample(&body, &format!("varta_status{{pid=\"{pid}\"}}")),
+        Some(3.0)
+    );
+    assert_eq!(sample(&body, "varta_agents{state=\"stalled\"}"), Some(1.0));
+    assert!(body.contains("# TYPE varta_beats_total counter"));
+
+    // The real scrape passes promtool with only the original's own lint
+    // warnings (its varta_recovery_duration_ns_sum naming).
+    if let Ok(mut p) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = p.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        for l in text.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                l.starts_with("varta_recovery_duration_ns_sum "),
+                "promtool: {l}"
+            );
+        }
+    } else {
+        eprintln!("promtool not installed: skipped its check");
+    }
+    obs.kill().unwrap();
+}

@@ -22,12 +22,11 @@ use crate::config::{self, ClockSource, Config};
 use crate::events::{Event, EventBus, Sink};
 use crate::export::counters::{Counters, CountingSink};
 use crate::export::log::LogSink;
-use crate::export::metrics::endpoint::{ObserverService, SnapshotBridge};
-use crate::export::metrics::{MetricsRenderer, MetricsSources, Observations};
+use crate::export::metrics::endpoint::{MetricsEndpoint, OvershootSink};
+use crate::export::metrics::{MetricsSources, Observations, Stage};
 use crate::health::notify::{Notifier, SystemdEnv};
 use crate::health::supervisor::{self, Plan, Supervisor};
 use crate::health::{self, hw, LoopHealth, Pulse};
-use crate::http::{HttpServer, HttpSettings};
 use crate::ingest::{BindError, UdsListener, UdsPolicy};
 use crate::recovery::{Recovery, RecoveryStats};
 use crate::tracker::{Tracker, TrackerSettings};
@@ -164,36 +163,10 @@ pub struct Daemon {
     want_liveness: bool,
     /// The Prometheus endpoint, if configured.
     metrics: Option<MetricsEndpoint>,
-}
-
-/// The running Prometheus endpoint: the HTTP server and the snapshot
-/// hand-over it scrapes through.
-struct MetricsEndpoint {
-    bridge: Arc<SnapshotBridge>,
-    server: HttpServer,
-}
-
-impl MetricsEndpoint {
-    fn start(
-        m: &crate::config::MetricsConfig,
-        waker: Arc<mio::Waker>,
-        sources: MetricsSources,
-        health: Arc<LoopHealth>,
-    ) -> Result<MetricsEndpoint, DaemonError> {
-        let token =
-            config::read_token(&m.token_file).map_err(|e| DaemonError::Metrics(e.to_string()))?;
-        let renderer = Arc::new(MetricsRenderer::new(sources));
-        let bridge = Arc::new(SnapshotBridge::new(waker, m.per_agent_limit));
-        let service = ObserverService::new(renderer.clone(), bridge.clone(), health);
-        let mut settings = HttpSettings::new(m.addr);
-        settings.token = Some(token);
-        settings.rate_per_sec = m.rate_per_sec;
-        settings.burst = m.burst;
-        let server = HttpServer::start(settings, Arc::new(service))
-            .map_err(|e| DaemonError::Metrics(e.to_string()))?;
-        renderer.attach_http(server.counters());
-        Ok(MetricsEndpoint { bridge, server })
-    }
+    /// Loop measurements for /metrics (only when it is served).
+    observations: Option<Arc<Observations>>,
+    /// The stall threshold as the overshoot sink sees it (reload updates).
+    threshold_ns: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Self-watchdog when systemd's watchdog is on and `--self-watchdog-secs`
@@ -213,6 +186,17 @@ impl Daemon {
         // The audit log first: a bad audit file must stop the start before
         // the socket exists, not leave a bound socket behind.
         let audit_counters = Arc::new(AuditCounters::default());
+        // Measurements for /metrics, only taken when it is served.
+        let observations = config
+            .metrics
+            .as_ref()
+            .map(|_| Arc::new(Observations::new()));
+        if let Some(o) = &observations {
+            let _ = audit_counters.observations.set(o.clone());
+        }
+        let threshold_ns = Arc::new(std::sync::atomic::AtomicU64::new(
+            u64::try_from(config.threshold.as_nanos()).unwrap_or(u64::MAX),
+        ));
         let audit = match &config.audit {
             Some(a) => Some(
                 AuditLog::open(
@@ -262,12 +246,19 @@ impl Daemon {
                 // Same origin as ours, so audit observer_ns matches events.
                 clock.clone(),
                 waker,
+                observations.clone(),
             )?;
             bus.add(Box::new(r.tap()));
             Some(r)
         } else {
             None
         };
+        if let Some(o) = &observations {
+            bus.add(Box::new(OvershootSink::new(
+                o.clone(),
+                threshold_ns.clone(),
+            )));
+        }
         let base_sinks = bus.len();
         let sink_factory = sink_factory.unwrap_or(crate::export::configured_sinks);
         for s in sink_factory(&config).map_err(DaemonError::Sink)? {
@@ -301,24 +292,27 @@ impl Daemon {
             .shutdown_after
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let health = Arc::new(LoopHealth::new(&clock, config.clock_source));
-        let metrics = match (&config.metrics, waker) {
-            (Some(m), Some(waker)) => Some(MetricsEndpoint::start(
-                m,
-                waker,
-                MetricsSources {
-                    counters: counters.clone(),
-                    audit: audit_counters.clone(),
-                    recovery: recovery.as_ref().map(Recovery::stats),
-                    http: None,
-                    export: None,
-                    observations: Arc::new(Observations::new()),
-                    started: std::time::Instant::now(),
-                    tracker_capacity: config.tracker_capacity,
-                    granted_rcvbuf: listener.granted_rcvbuf(),
-                    per_agent_limit: m.per_agent_limit,
-                },
-                health.clone(),
-            )?),
+        let metrics = match (&config.metrics, waker, &observations) {
+            (Some(m), Some(waker), Some(observations)) => Some(
+                MetricsEndpoint::start(
+                    m,
+                    waker,
+                    MetricsSources {
+                        counters: counters.clone(),
+                        audit: audit_counters.clone(),
+                        recovery: recovery.as_ref().map(Recovery::stats),
+                        http: None,
+                        export: None,
+                        observations: observations.clone(),
+                        started: std::time::Instant::now(),
+                        tracker_capacity: config.tracker_capacity,
+                        granted_rcvbuf: listener.granted_rcvbuf(),
+                        per_agent_limit: m.per_agent_limit,
+                    },
+                    health.clone(),
+                )
+                .map_err(DaemonError::Metrics)?,
+            ),
             _ => None,
         };
         let mut pulse = Pulse::new(health.clone());
@@ -348,6 +342,8 @@ impl Daemon {
             // /-/healthy judges the loop by its ticks: tick when idle.
             want_liveness: metrics.is_some(),
             metrics,
+            observations,
+            threshold_ns,
         })
     }
 
@@ -411,12 +407,14 @@ impl Daemon {
         self.rearm();
         let result = loop {
             let timeout = more.then_some(Duration::ZERO);
+            let waiting = std::time::Instant::now();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
                 break Err(os("epoll_wait failed")(e));
             }
+            let woke = std::time::Instant::now();
             let now = self.now();
             let mut readable = more;
             let mut stop = false;
@@ -437,21 +435,43 @@ impl Daemon {
                     _ => {}
                 }
             }
-            if readable {
+            let drained_at = if readable {
                 let d = self
                     .listener
                     .drain(now, DRAIN_BUDGET, &mut self.tracker, &mut self.bus);
                 more = d.more;
+                if let (Some(o), true) = (&self.observations, d.datagrams > 0) {
+                    o.ingest_batch.observe(f64::from(d.datagrams));
+                }
                 if let Some(pid) = d.cross_namespace {
                     if self.config.strict_namespace_check {
                         self.bus.end_of_batch(now);
                         break Err(DaemonError::CrossNamespace(pid));
                     }
                 }
-            }
+                Some(std::time::Instant::now())
+            } else {
+                None
+            };
+            let expire_start = std::time::Instant::now();
             self.tracker.expire(now, &mut self.bus);
+            let expired_at = std::time::Instant::now();
             self.bus.end_of_batch(now);
             self.pulse.on_iteration(now, &self.tracker);
+            if let Some(o) = &self.observations {
+                let secs = |a: std::time::Instant, b: std::time::Instant| {
+                    b.saturating_duration_since(a).as_secs_f64()
+                };
+                let done = std::time::Instant::now();
+                o.stage(Stage::Poll).observe(secs(waiting, woke));
+                if let Some(t) = drained_at {
+                    o.stage(Stage::DrainPending).observe(secs(woke, t));
+                }
+                o.stage(Stage::Maintenance)
+                    .observe(secs(expire_start, expired_at));
+                o.stage(Stage::Housekeeping).observe(secs(expired_at, done));
+                o.loop_iteration.observe(secs(woke, done));
+            }
             #[cfg(feature = "fault-injection")]
             health::fault::maybe_wedge(self.health.iterations());
             if stop || self.shutdown_at.is_some_and(|t| now >= t) {
@@ -743,6 +763,10 @@ impl Daemon {
         }
         self.tracker
             .reconfigure(tracker_settings(&applied, self.listener.own_pidns()));
+        self.threshold_ns.store(
+            u64::try_from(applied.threshold.as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.listener.set_policy(UdsPolicy {
             allow_cross_namespace: applied.allow_cross_namespace_agents,
         });

@@ -123,6 +123,15 @@ fn scrape_of_the_real_observer() {
     );
     assert_eq!(sample(&body, "varta_agents{state=\"stalled\"}"), Some(1.0));
     assert!(body.contains("# TYPE varta_beats_total counter"));
+    // Fed where things happen: the stall's overshoot, loop iterations,
+    // ingest batches.
+    assert_eq!(
+        sample(&body, "varta_detection_overshoot_seconds_count"),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(sample(&body, "varta_observer_iteration_seconds_count").unwrap_or(0.0) > 0.0);
+    assert!(sample(&body, "varta_ingest_batch_size_count").unwrap_or(0.0) > 0.0);
 
     // The real scrape passes promtool with only the original's own lint
     // warnings (its varta_recovery_duration_ns_sum naming).

@@ -57,6 +57,9 @@ pub struct AuditSettings {
 /// Audit counters, shared with the metrics export.
 #[derive(Debug, Default)]
 pub struct AuditCounters {
+    /// Where fdatasync times go (`varta_audit_fsync_seconds`); set by the
+    /// daemon before the log opens when metrics are served.
+    pub observations: std::sync::OnceLock<Arc<crate::export::metrics::Observations>>,
     records_committed: AtomicU64,
     dropped_queue_full: AtomicU64,
     write_errors: AtomicU64,

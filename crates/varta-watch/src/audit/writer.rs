@@ -174,10 +174,15 @@ impl Sink {
             return Ok(());
         }
         self.write_pending()?;
+        let started = std::time::Instant::now();
         if let Some(d) = self.fsync_delay {
             std::thread::sleep(d);
         }
-        if let Err(e) = rustix::fs::fdatasync(&self.file) {
+        let synced = rustix::fs::fdatasync(&self.file);
+        if let Some(o) = self.counters.observations.get() {
+            o.audit_fsync.observe(started.elapsed().as_secs_f64());
+        }
+        if let Err(e) = synced {
             // After a failed fdatasync the kernel may have dropped the dirty
             // pages: the only safe state is to rewrite them.
             self.cut_back();

@@ -117,6 +117,7 @@ impl Recovery {
         audit: Option<AuditLog>,
         clock: ObserverClock,
         main_waker: Arc<Waker>,
+        observations: Option<Arc<crate::export::metrics::Observations>>,
     ) -> Result<Recovery, RecoveryError> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), runner::WAKER)?);
@@ -152,6 +153,8 @@ impl Recovery {
             group_kills: BTreeSet::new(),
             pending_reads: Vec::new(),
             wake_main: false,
+            observations,
+            reclaims_seen: 0,
         };
         let thread = std::thread::Builder::new()
             .name("varta-recovery".into())

@@ -118,6 +118,8 @@ pub struct Policy {
     children: u32,
     /// Entries with `given_up` set.
     given_up: u32,
+    /// Entries reclaimed to make room, ever.
+    reclaims: u64,
 }
 
 impl Policy {
@@ -130,6 +132,7 @@ impl Policy {
             deferred: BTreeSet::new(),
             children: 0,
             given_up: 0,
+            reclaims: 0,
         }
     }
 
@@ -151,6 +154,11 @@ impl Policy {
     /// Children counted as running.
     pub fn children(&self) -> u32 {
         self.children
+    }
+
+    /// Expired entries reclaimed to make room for a new agent, ever.
+    pub fn reclaims(&self) -> u64 {
+        self.reclaims
     }
 
     /// Agents currently given up.
@@ -324,6 +332,7 @@ impl Policy {
                 Some(Some(real)) if real <= now_ns => {
                     let was_given_up = self.table.remove(&pid).is_some_and(|e| e.given_up);
                     self.given_up -= u32::from(was_given_up);
+                    self.reclaims += 1;
                 }
                 // Not reclaimable yet: its real expiry is queued again.
                 Some(Some(real)) => self.expiries.push(Reverse((real, pid))),

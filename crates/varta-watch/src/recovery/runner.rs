@@ -25,6 +25,7 @@ use super::{RecoveryStats, Report, Request};
 use crate::audit::AuditLog;
 use crate::clock::ObserverClock;
 use crate::events::RecoveryOutcome;
+use crate::export::metrics::Observations;
 
 /// The runner's own wake-up (requests from the detection thread).
 pub(super) const WAKER: Token = Token(0);
@@ -64,6 +65,10 @@ pub(super) struct Runner {
     /// Pipes that hit their read budget and still have data.
     pub pending_reads: Vec<(u32, Stream)>,
     pub wake_main: bool,
+    /// Recovery durations and table reclaims for metrics, when served.
+    pub observations: Option<Arc<Observations>>,
+    /// `policy.reclaims()` already reported to `observations`.
+    pub reclaims_seen: u64,
 }
 
 impl Runner {
@@ -363,6 +368,9 @@ impl Runner {
                 )
             }
         };
+        if let Some(o) = &self.observations {
+            o.record_recovery_duration(duration_ns);
+        }
         let excerpt = (self.capture_cap > 0)
             .then(|| varta_audit::escape_excerpt(excerpt_source(out, err, EXCERPT_BYTES)));
         self.audit(Record::Complete {
@@ -490,6 +498,12 @@ impl Runner {
         self.stats
             .given_up
             .store(u64::from(self.policy.given_up_count()), Ordering::Relaxed);
+        if let Some(o) = &self.observations {
+            for _ in self.reclaims_seen..self.policy.reclaims() {
+                o.record_recovery_table_reclaim();
+            }
+        }
+        self.reclaims_seen = self.policy.reclaims();
         if std::mem::take(&mut self.wake_main) {
             let _ = self.main_waker.wake();
         }

@@ -13,9 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mio::Waker;
 use tokio::sync::watch;
 
+use super::MetricsSources;
 use super::{AgentCounts, AgentSample, MetricsRenderer, Snapshot};
 use crate::health::LoopHealth;
-use crate::http::{Format, Service};
+use crate::http::{Format, HttpServer, HttpSettings, Service};
 use crate::tracker::{SlotState, Tracker};
 
 /// How long a scrape waits for the loop's snapshot before rendering the
@@ -142,5 +143,69 @@ impl Service for ObserverService {
 
     fn healthy(&self) -> bool {
         self.health.is_alive()
+    }
+}
+
+/// Feeds `varta_detection_overshoot_seconds` from the event stream: for
+/// every `stall`, how long after it was due (last beat + threshold) it was
+/// raised.
+pub struct OvershootSink {
+    observations: Arc<super::Observations>,
+    threshold_ns: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl OvershootSink {
+    /// `threshold_ns` is shared with the daemon, which updates it on reload.
+    pub fn new(
+        observations: Arc<super::Observations>,
+        threshold_ns: Arc<std::sync::atomic::AtomicU64>,
+    ) -> OvershootSink {
+        OvershootSink {
+            observations,
+            threshold_ns,
+        }
+    }
+}
+
+impl crate::events::Sink for OvershootSink {
+    #[inline]
+    fn on_event(&mut self, at_ns: u64, event: &crate::events::Event) {
+        if let crate::events::Event::Stall { last_beat_ns, .. } = *event {
+            let due = last_beat_ns.saturating_add(self.threshold_ns.load(Ordering::Relaxed));
+            self.observations
+                .detection_overshoot
+                .observe(at_ns.saturating_sub(due) as f64 / 1_000_000_000.0);
+        }
+    }
+}
+
+/// The running Prometheus endpoint: the HTTP server and the snapshot
+/// hand-over it scrapes through.
+pub struct MetricsEndpoint {
+    /// Where scrapes ask the loop for snapshots.
+    pub bridge: Arc<SnapshotBridge>,
+    /// The HTTP server.
+    pub server: HttpServer,
+}
+
+impl MetricsEndpoint {
+    /// Reads the token, starts the HTTP server and ties it to the loop.
+    pub fn start(
+        m: &crate::config::MetricsConfig,
+        waker: Arc<mio::Waker>,
+        sources: MetricsSources,
+        health: Arc<LoopHealth>,
+    ) -> Result<MetricsEndpoint, String> {
+        let token = crate::config::read_token(&m.token_file).map_err(|e| e.to_string())?;
+        let renderer = Arc::new(MetricsRenderer::new(sources));
+        let bridge = Arc::new(SnapshotBridge::new(waker, m.per_agent_limit));
+        let service = ObserverService::new(renderer.clone(), bridge.clone(), health);
+        let mut settings = HttpSettings::new(m.addr);
+        settings.token = Some(token);
+        settings.rate_per_sec = m.rate_per_sec;
+        settings.burst = m.burst;
+        let server = HttpServer::start(settings, Arc::new(service)).map_err(|e| e.to_string())?;
+        renderer.attach_http(server.counters());
+        Ok(MetricsEndpoint { bridge, server })
     }
 }

@@ -88,6 +88,28 @@ fn scrape_of_the_real_observer() {
         .parse()
         .unwrap();
     assert_ne!(addr.port(), 0);
+    // The HTTP thread yields the CPU to detection: nice +10, the loop 0.
+    let nice_of = |comm: &str| -> Option<i64> {
+        std::fs::read_dir(format!("/proc/{}/task", obs.id()))
+            .ok()?
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .find(|st| st.contains(&format!("({comm})")))
+            .and_then(|st| {
+                st.rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(16)?
+                    .parse()
+                    .ok()
+            })
+    };
+    // The thread names and lowers itself as it starts: give it a moment.
+    let t0 = Instant::now();
+    while nice_of("varta-http") != Some(10) && t0.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(nice_of("varta-http"), Some(10), "HTTP thread priority");
+    assert_eq!(nice_of("varta-watch"), Some(0), "detection loop priority");
     assert_eq!(get(addr, "/-/ready", false).0, 200);
     assert_eq!(get(addr, "/-/healthy", false).0, 200);
     assert_eq!(get(addr, "/metrics", false).0, 401);

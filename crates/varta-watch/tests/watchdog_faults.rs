@@ -119,3 +119,50 @@ fn heartbeat_file_freezes_when_the_loop_wedges() {
     let mut obs = obs;
     assert!(obs.child.try_wait().unwrap().is_none());
 }
+
+/// `/-/healthy` answers 200 while the loop ticks and 503 once it is wedged
+/// (the HTTP thread keeps serving); `/metrics` is still served, from the
+/// last snapshot, after its bounded wait.
+#[test]
+fn healthy_turns_503_when_the_loop_wedges() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("prom.token");
+    let hex = "ab".repeat(32);
+    std::fs::write(&token, &hex).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let token_arg = token.to_str().unwrap().to_string();
+    let obs = start_observer(
+        dir,
+        &["--prom-addr", &addr, "--prom-token-file", &token_arg],
+        &[("VARTA_FAULT_WEDGE_AFTER", "20")],
+    );
+    let get = |path: &str| -> u16 {
+        let Ok(mut c) = std::net::TcpStream::connect(&addr) else {
+            return 0;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {hex}\r\nConnection: close\r\n\r\n"
+        );
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out.split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    obs.wait_until("healthy", || get("/-/healthy") == 200);
+    let _ = wait_for_wedge(&obs);
+    obs.wait_until("503 once wedged", || get("/-/healthy") == 503);
+    assert_eq!(get("/metrics"), 200, "served from the last snapshot");
+    assert_eq!(get("/-/ready"), 200);
+}

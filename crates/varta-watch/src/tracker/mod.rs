@@ -304,6 +304,11 @@ impl Tracker {
                 if let Some(s) = self.slots.get(i as usize) {
                     *l = (lists::Linked::prev(s), lists::Linked::next(s));
                 }
+                // The tally is a second cache line per agent: overlap its
+                // miss with the slot's.
+                if let Some(t) = self.tallies.get(i as usize) {
+                    sink ^= t.beats as u32;
+                }
             }
             for &(p, n) in &links {
                 for j in [p, n] {

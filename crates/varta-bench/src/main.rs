@@ -24,7 +24,6 @@ use crate::stats::Goal;
 const NOT_YET: &str = "\
 Scenarios not implemented yet:
   ingest-udp   arrives with the UDP listener
-  scrape       arrives with the metrics endpoint
 
 The original observer is built once from crates.io into $VARTA_BENCH_CACHE
 (default <workspace>/target/varta-bench-cache); ours is target/release/varta-watch.";
@@ -69,14 +68,22 @@ enum Cmd {
     /// Recovery: stall → recovery command exec'd, ours vs the original under
     /// load; and our stall overshoot with a slow audit fsync (test-hooks).
     Recovery(RecoveryArgs),
+    /// /metrics under load: stall overshoot with and without a scrape flood
+    /// (concurrent scrapers + slowloris) at 10 k per-pid series, ours and
+    /// the original; sequential scrape latency.
+    Scrape(ScrapeArgs),
     /// Every scenario above, in that order.
-    All(AllArgs),
+    All(Box<AllArgs>),
     /// (internal) one agent process used as load generator.
     #[command(hide = true)]
     Sender(SenderCli),
     /// (internal) one tracker scale measurement in a fresh process.
     #[command(hide = true)]
     ScaleWorker(ScaleWorkerCli),
+    /// (internal) the scrape flood: concurrent scrapers and slowloris
+    /// connections against one /metrics endpoint until stdin closes.
+    #[command(hide = true)]
+    ScrapeFlood(ScrapeFloodCli),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -162,6 +169,53 @@ pub struct RecoveryArgs {
 }
 
 #[derive(Args, Debug, Clone, Default)]
+pub struct ScrapeArgs {
+    /// Load agents (sender processes, one pid each) beating both observers
+    /// for the whole run [default: 10000; --quick 1000].
+    #[arg(long)]
+    pub scrape_agents: Option<usize>,
+    /// Beat interval of the load agents, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub scrape_load_interval_ms: u64,
+    /// Stall threshold given to both observers, ms (load agents must miss
+    /// that many ms of beats to stall).
+    #[arg(long, default_value_t = 3000)]
+    pub scrape_threshold_ms: u64,
+    /// Agents that fall silent per phase (each beats every 100 ms until
+    /// then) [default: 30; --quick 10].
+    #[arg(long)]
+    pub scrape_stalls: Option<usize>,
+    /// Seconds over which a phase's agents fall silent [default: 3; --quick 2].
+    #[arg(long)]
+    pub scrape_stop_secs: Option<f64>,
+    /// Concurrent scrapers of the flood, each scraping /metrics back to back.
+    #[arg(long, default_value_t = 50)]
+    pub scrapers: usize,
+    /// Slowloris connections of the flood, each sending one header byte per second.
+    #[arg(long, default_value_t = 20)]
+    pub slowloris: usize,
+    /// Nice value of the flood process (0: same priority as the observers).
+    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub flood_nice: u8,
+    /// Sequential scrapes per observer for the scrape-latency table
+    /// (one per observer every 1.2 s) [default: 20; --quick 5].
+    #[arg(long)]
+    pub seq_scrapes: Option<usize>,
+    /// Our --per-agent-metrics-limit (the original has no such cap).
+    #[arg(long, default_value_t = 10_000)]
+    pub per_agent_metrics_limit: usize,
+    /// Seed of the stop-time PRNG (phase p of repetition r uses seed + 3r + p).
+    #[arg(long, default_value_t = 0x5eed)]
+    pub scrape_seed: u64,
+    /// SIGKILL the stalling agents, as `detect` does, instead of silencing
+    /// them (alive). The original 0.2.0 can then crash under the flood: a
+    /// dead agent's queued beat, read once its /proc entry is gone, raises
+    /// a namespace conflict its export file writer does not handle.
+    #[arg(long)]
+    pub scrape_sigkill: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
 struct AllArgs {
     #[command(flatten, next_help_heading = "ingest-uds")]
     ingest: IngestArgs,
@@ -175,6 +229,8 @@ struct AllArgs {
     beat: BeatArgs,
     #[command(flatten, next_help_heading = "recovery")]
     recovery: RecoveryArgs,
+    #[command(flatten, next_help_heading = "scrape")]
+    scrape: ScrapeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -194,6 +250,20 @@ struct SenderCli {
     /// Stop beating (staying alive) when a byte or EOF arrives on stdin.
     #[arg(long)]
     stop_on_stdin: bool,
+}
+
+#[derive(Args, Debug)]
+struct ScrapeFloodCli {
+    /// The /metrics endpoint's address.
+    #[arg(long)]
+    addr: std::net::SocketAddr,
+    /// File holding the bearer token (64 hex characters).
+    #[arg(long)]
+    token_file: PathBuf,
+    #[arg(long)]
+    scrapers: usize,
+    #[arg(long)]
+    slowloris: usize,
 }
 
 #[derive(Args, Debug)]
@@ -253,6 +323,21 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Cmd::ScrapeFlood(f) => {
+            let args = scenarios::scrape::FloodArgs {
+                addr: f.addr,
+                token_file: f.token_file,
+                scrapers: f.scrapers,
+                slowloris: f.slowloris,
+            };
+            return match scenarios::scrape::flood(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("varta-bench scrape-flood: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         _ => {}
     }
     let common = Common {
@@ -279,6 +364,7 @@ fn main() -> ExitCode {
         Cmd::Idle(a) => vec![Scenario::Idle(a.clone())],
         Cmd::Beat(a) => vec![Scenario::Beat(a.clone())],
         Cmd::Recovery(a) => vec![Scenario::Recovery(a.clone())],
+        Cmd::Scrape(a) => vec![Scenario::Scrape(a.clone())],
         Cmd::All(a) => vec![
             Scenario::Ingest(a.ingest.clone()),
             Scenario::Detect(a.detect.clone()),
@@ -286,8 +372,11 @@ fn main() -> ExitCode {
             Scenario::Idle(a.idle.clone()),
             Scenario::Beat(a.beat.clone()),
             Scenario::Recovery(a.recovery.clone()),
+            Scenario::Scrape(a.scrape.clone()),
         ],
-        Cmd::Sender(_) | Cmd::ScaleWorker(_) => unreachable!("handled above"),
+        Cmd::Sender(_) | Cmd::ScaleWorker(_) | Cmd::ScrapeFlood(_) => {
+            unreachable!("handled above")
+        }
     };
 
     let mut report = Report {
@@ -357,6 +446,7 @@ enum Scenario {
     Idle(IdleArgs),
     Beat(BeatArgs),
     Recovery(RecoveryArgs),
+    Scrape(ScrapeArgs),
 }
 
 impl Scenario {
@@ -368,6 +458,7 @@ impl Scenario {
             Scenario::Idle(_) => "idle",
             Scenario::Beat(_) => "beat",
             Scenario::Recovery(_) => "recovery",
+            Scenario::Scrape(_) => "scrape",
         }
     }
 }
@@ -391,5 +482,6 @@ fn run_scenario(
         Scenario::Idle(a) => scenarios::idle::run(a, common, &binaries(bins)?),
         Scenario::Beat(a) => scenarios::beat::run(a, common),
         Scenario::Recovery(a) => scenarios::recovery::run(a, common, &binaries(bins)?),
+        Scenario::Scrape(a) => scenarios::scrape::run(a, common, &binaries(bins)?),
     }
 }

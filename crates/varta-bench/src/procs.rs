@@ -304,6 +304,10 @@ impl Which {
     }
 }
 
+/// `--tracker-capacity` both observers get by default: room for every agent
+/// of the scenarios that do not ask for more.
+pub const TRACKER_CAPACITY: usize = 4096;
+
 /// One running observer, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Observer {
     guard: ChildGuard,
@@ -317,6 +321,8 @@ pub struct ObserverSpec<'a> {
     pub dir: &'a Path,
     pub threshold_ms: u64,
     pub export: bool,
+    /// `--tracker-capacity` ([`TRACKER_CAPACITY`] unless a scenario needs more).
+    pub tracker_capacity: usize,
     /// Extra flags given to both observers alike.
     pub extra: &'a [&'a str],
     /// Safety net: the observer exits by itself this long after start even
@@ -353,7 +359,7 @@ impl Observer {
             .arg(&socket)
             .args(["--threshold-ms", &spec.threshold_ms.to_string()])
             .args(["--global-beat-rate", "0", "--max-beat-rate", "0"])
-            .args(["--tracker-capacity", "4096"])
+            .args(["--tracker-capacity", &spec.tracker_capacity.to_string()])
             .args([
                 "--shutdown-after-secs",
                 &spec.lifetime.as_secs().max(1).to_string(),
@@ -415,7 +421,38 @@ impl Observer {
         }
     }
 
-    fn log_tail(&self) -> String {
+    /// An error naming the observer and its last log lines if it has
+    /// exited (crashed, or stopped by itself) since it started.
+    pub fn check_running(&mut self, label: &str) -> Res<()> {
+        match self.guard.child.try_wait() {
+            Ok(Some(status)) => {
+                // A panic's message is above its backtrace: quote it.
+                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let panic = text
+                    .lines()
+                    .position(|l| l.contains("panicked at"))
+                    .map(|i| {
+                        let lines: Vec<&str> = text.lines().skip(i).take(2).collect();
+                        format!(" {} |", lines.join(" "))
+                    })
+                    .unwrap_or_default();
+                Err(format!(
+                    "{label} exited during the run ({status}):{panic} {}",
+                    self.log_tail()
+                )
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The file the observer's stdout and stderr go to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Its last five log lines, joined, for error messages.
+    pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(5)..].join(" | ")

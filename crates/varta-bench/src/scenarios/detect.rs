@@ -23,6 +23,7 @@ use super::{rotated, Table};
 use crate::exportfile::{SeenStall, StallWatcher};
 use crate::procs::{
     bench_dir, spawn_senders, Binaries, Observer, ObserverSpec, Res, SenderSpec, Which, REPORT_LEN,
+    TRACKER_CAPACITY,
 };
 use crate::stats::{percentile, Cmp, Goal, Summary};
 use crate::{Common, DetectArgs, Outcome};
@@ -224,6 +225,7 @@ fn one_run(
             dir: dir.path(),
             threshold_ms: a.threshold_ms,
             export: true,
+            tracker_capacity: TRACKER_CAPACITY,
             // The original's export is a BufWriter flushed only when full
             // unless records are synced; without this its stall lines could
             // sit unwritten for seconds. Both get it, on tmpfs it is cheap.

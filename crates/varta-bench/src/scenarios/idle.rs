@@ -16,6 +16,7 @@ use serde_json::json;
 use super::Table;
 use crate::procs::{
     bench_dir, spawn_senders, Binaries, Observer, ObserverSpec, Res, SenderSpec, Which,
+    TRACKER_CAPACITY,
 };
 use crate::stats::{Cmp, Goal, Summary};
 use crate::{Common, IdleArgs, Outcome};
@@ -158,6 +159,7 @@ fn one_run(bins: &Binaries, agents: usize, secs: f64, tck: f64) -> Res<(Use, Use
         dir: dir.path(),
         threshold_ms: 5_000,
         export: false,
+        tracker_capacity: TRACKER_CAPACITY,
         extra: &[],
         lifetime: lifetime + Duration::from_secs(30),
     };

@@ -22,6 +22,7 @@ use super::{rotated, Table};
 use crate::exportfile::{beat_lines_between, file_len};
 use crate::procs::{
     bench_dir, spawn_senders, Binaries, Observer, ObserverSpec, Res, SenderSpec, Which,
+    TRACKER_CAPACITY,
 };
 use crate::stats::{Cmp, Goal, Summary};
 use crate::{Common, IngestArgs, Outcome};
@@ -162,6 +163,7 @@ fn measure(rx: Rx, senders: usize, secs: f64, bins: &Binaries) -> Res<f64> {
                     // Far beyond the run: no stall work, pure ingest.
                     threshold_ms: 60_000,
                     export: true,
+                    tracker_capacity: TRACKER_CAPACITY,
                     extra: &[],
                     lifetime: lifetime + Duration::from_secs(30),
                 },

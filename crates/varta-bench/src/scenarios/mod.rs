@@ -6,6 +6,7 @@ pub mod idle;
 pub mod ingest;
 pub mod recovery;
 pub mod scale;
+pub mod scrape;
 
 /// A markdown table printed with padded columns (readable raw and rendered).
 pub struct Table {

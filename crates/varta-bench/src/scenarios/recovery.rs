@@ -39,7 +39,7 @@ use crate::exportfile::{SeenStall, StallWatcher};
 use crate::procs::{
     bench_dir, monotonic_ns, ours_with_test_hooks, recovery_probe, spawn_senders,
     spawn_stoppable_senders, Binaries, Observer, ObserverSpec, Res, SenderSpec, Which, REPORT_LEN,
-    REPORT_SOCKET_SHIFT,
+    REPORT_SOCKET_SHIFT, TRACKER_CAPACITY,
 };
 use crate::stats::{num, percentile, Cmp, Goal, Summary};
 use crate::{Common, Outcome, RecoveryArgs};
@@ -613,6 +613,7 @@ fn start(v: Variant, s: &Setup) -> Res<Running> {
             dir: dir.path(),
             threshold_ms: s.threshold_ms,
             export: true,
+            tracker_capacity: TRACKER_CAPACITY,
             extra: &extra,
             lifetime: s.lifetime() + Duration::from_secs(30),
         },

@@ -220,7 +220,12 @@ impl Daemon {
         listener.set_policy(UdsPolicy {
             allow_cross_namespace: config.allow_cross_namespace_agents,
         });
-        let tracker = Tracker::new(tracker_settings(&config, listener.own_pidns()));
+        let mut tracker = Tracker::new(tracker_settings(&config, listener.own_pidns()));
+        if let Some(m) = &config.metrics {
+            // Per-agent series exist for at most this many agents; only
+            // those keep beat/stall tallies.
+            tracker.set_tally_limit(m.per_agent_limit);
+        }
         let counters = Arc::new(Counters::default());
         let mut bus = EventBus::new();
         bus.add(Box::new(CountingSink::new(counters.clone())));

@@ -136,9 +136,14 @@ pub struct Tally {
 pub struct Tracker {
     settings: TrackerSettings,
     slots: Vec<Slot>,
-    /// Per-slot counters for per-agent metrics, parallel to `slots` (a slot
-    /// is a full cache line already; these are read only by snapshots).
+    /// Per-slot counters for per-agent metrics, parallel to the first
+    /// `tallies.len()` slots only: exactly the agents whose per-pid series
+    /// are exported (`--per-agent-metrics-limit`), so the array stays
+    /// cache-sized however many agents are tracked, and beats of other
+    /// agents never touch it. Empty without metrics.
     tallies: Vec<Tally>,
+    /// How many slots get a tally.
+    tally_limit: u32,
     index: PidIndex,
     /// One list per [`SlotState`], indexed by the state's discriminant.
     lists: [List; 4],
@@ -156,7 +161,8 @@ impl Tracker {
             global: TokenBucket::new(settings.global_beat_rate, settings.global_beat_burst),
             settings,
             slots: Vec::with_capacity(cap),
-            tallies: Vec::with_capacity(cap),
+            tallies: Vec::new(),
+            tally_limit: 0,
             index,
             lists: [List::default(); 4],
             grace_until: 0,
@@ -260,7 +266,9 @@ impl Tracker {
             self.lists[SlotState::Live as usize].remove(&mut self.slots, head);
             self.lists[SlotState::Stalled as usize].push_back(&mut self.slots, head);
             self.slots[head as usize].state = SlotState::Stalled;
-            self.tallies[head as usize].stalls += 1;
+            if let Some(t) = self.tallies.get_mut(head as usize) {
+                t.stalls += 1;
+            }
             bus.emit(
                 now_ns,
                 Event::Stall {
@@ -303,11 +311,6 @@ impl Tracker {
             for (l, &i) in links.iter_mut().zip(&idx) {
                 if let Some(s) = self.slots.get(i as usize) {
                     *l = (lists::Linked::prev(s), lists::Linked::next(s));
-                }
-                // The tally is a second cache line per agent: overlap its
-                // miss with the slot's.
-                if let Some(t) = self.tallies.get(i as usize) {
-                    sink ^= t.beats as u32;
                 }
             }
             for &(p, n) in &links {
@@ -419,7 +422,9 @@ impl Tracker {
         match probe.start_time(inc.pid) {
             Some(st) if st != s.start_time => {
                 s.start_time = st;
-                self.tallies[idx as usize] = Tally::default();
+                if let Some(t) = self.tallies.get_mut(idx as usize) {
+                    *t = Tally::default();
+                }
                 s.flags = 0;
                 s.last_nonce = 0;
                 s.last_terminal_ts = 0;
@@ -456,7 +461,9 @@ impl Tracker {
 
     fn accept_beat(&mut self, now_ns: u64, idx: u32, f: &Frame, bus: &mut EventBus) {
         let prev = self.touch(now_ns, idx, f, SlotState::Live);
-        self.tallies[idx as usize].beats += 1;
+        if let Some(t) = self.tallies.get_mut(idx as usize) {
+            t.beats += 1;
+        }
         let s = &mut self.slots[idx as usize];
         s.last_nonce = f.nonce;
         s.flags |= HAS_NONCE;
@@ -534,7 +541,9 @@ impl Tracker {
             return Verdict::Dropped;
         };
         let now_ms = (now_ns / 1_000_000) as u32;
-        self.tallies[idx as usize] = Tally::default();
+        if let Some(t) = self.tallies.get_mut(idx as usize) {
+            *t = Tally::default();
+        }
         let s = &mut self.slots[idx as usize];
         *s = Slot {
             pid,
@@ -567,7 +576,9 @@ impl Tracker {
         }
         if self.slots.len() < self.settings.capacity as usize {
             self.slots.push(Slot::empty());
-            self.tallies.push(Tally::default());
+            if self.slots.len() <= self.tally_limit as usize {
+                self.tallies.push(Tally::default());
+            }
             return Some((self.slots.len() - 1) as u32);
         }
         // Full. Exited agents first (they said goodbye), then the longest
@@ -590,9 +601,17 @@ impl Tracker {
         Some(victim)
     }
 
-    /// Calls `f` with every tracked agent's slot and tally, in slot order,
-    /// until it returns false. O(agents): for snapshots, which the caller
-    /// bounds (the metrics snapshot stops at its per-agent limit).
+    /// Keeps beat and stall tallies for the agents in the first `limit`
+    /// slots (the ones per-agent metrics export). Call before the first
+    /// frame; 0 (the default) keeps none.
+    pub fn set_tally_limit(&mut self, limit: u32) {
+        self.tally_limit = limit.min(self.settings.capacity);
+        self.tallies.reserve_exact(self.tally_limit as usize);
+    }
+
+    /// Calls `f` with each tracked agent that has a tally (see
+    /// [`Tracker::set_tally_limit`]), in slot order, until it returns false.
+    /// O(tally limit): for metrics snapshots.
     pub fn for_each_agent(&self, mut f: impl FnMut(&Slot, &Tally) -> bool) {
         for (s, t) in self.slots.iter().zip(&self.tallies) {
             if s.state != SlotState::Free && !f(s, t) {

@@ -493,6 +493,7 @@ proptest::proptest! {
 #[test]
 fn tallies_count_beats_and_stalls_per_life() {
     let (mut t, mut bus, _rec) = setup(2);
+    t.set_tally_limit(2);
     for n in 1..=3 {
         t.on_frame(n * MS, beat(10, n), &mut NoProbe, &mut bus);
     }

@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{spawn_agent, spawn_guarded, PATIENCE};
+use common::{spawn_agent, PATIENCE};
 
 #[test]
 fn agent_entry() {
@@ -54,39 +53,11 @@ fn sample(body: &str, series: &str) -> Option<f64> {
 #[test]
 fn scrape_of_the_real_observer() {
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("prom.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let socket = dir.path().join("obs.sock");
-    let mut obs = spawn_guarded(
-        Command::new(common::bin())
-            .args([
-                "--socket",
-                socket.to_str().unwrap(),
-                "--threshold-ms",
-                "300",
-            ])
-            .args([
-                "--prom-addr",
-                "127.0.0.1:0",
-                "--prom-token-file",
-                token.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    let mut line = String::new();
-    BufReader::new(obs.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("metrics: http://")
-        .and_then(|s| s.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("address line on stdout: {line:?}"))
-        .parse()
-        .unwrap();
+    let common::MetricsObserver {
+        child: mut obs,
+        addr,
+        socket,
+    } = common::start_metrics_observer(dir.path(), TOKEN, &["--threshold-ms", "300"]);
     assert_ne!(addr.port(), 0);
     // The HTTP thread yields the CPU to detection: nice +10, the loop 0.
     let nice_of = |comm: &str| -> Option<i64> {

@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,36 +54,18 @@ fn prometheus_scrapes_with_the_token_and_sees_a_stall() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
+    // Prometheus scrapes every second: well inside the default rate limit.
+    let common::MetricsObserver {
+        child: mut obs,
+        addr,
+        socket,
+    } = common::start_metrics_observer(
+        dir.path(),
+        TOKEN,
+        &["--threshold-ms", "300", "--prom-rate-limit-per-sec", "20"],
+    );
     let token = dir.path().join("prom.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let socket = dir.path().join("obs.sock");
-    let mut obs = spawn_guarded(
-        Command::new(common::bin())
-            .args([
-                "--socket",
-                socket.to_str().unwrap(),
-                "--threshold-ms",
-                "300",
-            ])
-            .args(["--prom-addr", "127.0.0.1:0"])
-            .args(["--prom-token-file", token.to_str().unwrap()])
-            // Prometheus scrapes every second: well inside the default.
-            .args(["--prom-rate-limit-per-sec", "20"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    let mut line = String::new();
-    BufReader::new(obs.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let target = line
-        .trim()
-        .strip_prefix("metrics: http://")
-        .and_then(|s| s.strip_suffix("/metrics"))
-        .unwrap()
-        .to_string();
+    let target = addr.to_string();
 
     let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let cfg = dir.path().join("prometheus.yml");

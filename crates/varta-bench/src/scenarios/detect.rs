@@ -12,8 +12,7 @@
 //! A kill landing between a send and its report leaves the stall's nonce
 //! without a report; such a stall is counted as unmatched, not guessed.
 
-use std::io::Read;
-use std::process::ChildStdout;
+use super::{read_reports, SplitMix};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use serde_json::json;
 use super::{rotated, Table};
 use crate::exportfile::{SeenStall, StallWatcher};
 use crate::procs::{
-    bench_dir, spawn_senders, Binaries, Observer, ObserverSpec, Res, SenderSpec, Which, REPORT_LEN,
+    bench_dir, spawn_senders, Binaries, Observer, ObserverSpec, Res, SenderSpec, Which,
     TRACKER_CAPACITY,
 };
 use crate::stats::{percentile, Cmp, Goal, Summary};
@@ -178,33 +177,6 @@ pub fn run(a: &DetectArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
         }),
         goals,
     })
-}
-
-/// SplitMix64: a seeded, dependency-free PRNG for the kill times.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-/// Reads an agent's (nonce, send time) records until its pipe closes.
-fn read_reports(mut out: ChildStdout) -> Vec<(u64, u64)> {
-    let mut v = Vec::new();
-    let mut rec = [0u8; REPORT_LEN];
-    while out.read_exact(&mut rec).is_ok() {
-        let mut n = [0u8; 8];
-        let mut t = [0u8; 8];
-        n.copy_from_slice(&rec[..8]);
-        t.copy_from_slice(&rec[8..]);
-        v.push((u64::from_le_bytes(n), u64::from_le_bytes(t)));
-    }
-    v
 }
 
 fn one_run(

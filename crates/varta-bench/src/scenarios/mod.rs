@@ -65,3 +65,31 @@ pub fn rotated<T: Copy>(items: &[T], rep: usize) -> Vec<T> {
     let n = items.len();
     (0..n).map(|i| items[(i + rep) % n]).collect()
 }
+
+/// SplitMix64: a seeded, dependency-free PRNG for kill and stop times.
+pub(crate) struct SplitMix(pub(crate) u64);
+
+impl SplitMix {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// Reads an agent's (nonce, send time) records until its pipe closes.
+pub(crate) fn read_reports(mut out: std::process::ChildStdout) -> Vec<(u64, u64)> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    let mut rec = [0u8; crate::procs::REPORT_LEN];
+    while out.read_exact(&mut rec).is_ok() {
+        let mut n = [0u8; 8];
+        let mut t = [0u8; 8];
+        n.copy_from_slice(&rec[..8]);
+        t.copy_from_slice(&rec[8..16]);
+        v.push((u64::from_le_bytes(n), u64::from_le_bytes(t)));
+    }
+    v
+}

@@ -26,9 +26,10 @@
 //! that much longer) and one without; the stall overshoot must not move.
 //! The original has no such hook: n/a.
 
-use std::io::{Read, Write};
+use super::{read_reports, SplitMix};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdout, Command};
+use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ use super::{rotated, Table};
 use crate::exportfile::{SeenStall, StallWatcher};
 use crate::procs::{
     bench_dir, monotonic_ns, ours_with_test_hooks, recovery_probe, spawn_senders,
-    spawn_stoppable_senders, Binaries, Observer, ObserverSpec, Res, SenderSpec, Which, REPORT_LEN,
+    spawn_stoppable_senders, Binaries, Observer, ObserverSpec, Res, SenderSpec, Which,
     REPORT_SOCKET_SHIFT, TRACKER_CAPACITY,
 };
 use crate::stats::{num, percentile, Cmp, Goal, Summary};
@@ -490,33 +491,6 @@ fn inactive_in_help(help: &str) -> bool {
         }
     }
     false
-}
-
-/// SplitMix64, as in `detect`: seeded stop times.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-/// Reads an agent's (nonce, send time) records until its pipe closes.
-fn read_reports(mut out: ChildStdout) -> Vec<(u64, u64)> {
-    let mut v = Vec::new();
-    let mut rec = [0u8; REPORT_LEN];
-    while out.read_exact(&mut rec).is_ok() {
-        let mut n = [0u8; 8];
-        let mut t = [0u8; 8];
-        n.copy_from_slice(&rec[..8]);
-        t.copy_from_slice(&rec[8..]);
-        v.push((u64::from_le_bytes(n), u64::from_le_bytes(t)));
-    }
-    v
 }
 
 /// The floor of exec latency on this machine: `n` spawns of the probe by

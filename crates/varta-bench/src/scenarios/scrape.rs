@@ -35,6 +35,7 @@
 //! observer, ours beaten by the original's agents only, gives the
 //! like-for-like row.
 
+use super::{read_reports, SplitMix};
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -53,7 +54,7 @@ use super::{rotated, Table};
 use crate::exportfile::{SeenStall, StallWatcher};
 use crate::procs::{
     bench_dir, monotonic_ns, spawn_senders, spawn_stoppable_senders, Binaries, ChildGuard,
-    Observer, ObserverSpec, Res, Sender, SenderSpec, Which, REPORT_LEN, REPORT_SOCKET_SHIFT,
+    Observer, ObserverSpec, Res, Sender, SenderSpec, Which, REPORT_SOCKET_SHIFT,
 };
 use crate::stats::{num, percentile, Cmp, Goal, Summary};
 use crate::{Common, Outcome, ScrapeArgs};
@@ -1205,33 +1206,6 @@ fn sequential<const N: usize>(addrs: &[SocketAddr; N], request: &[u8], n: usize)
         }
     }
     runs
-}
-
-/// SplitMix64, as in `detect`: seeded stop times.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-/// Reads an agent's (nonce, send time) records until its pipe closes.
-fn read_reports(mut out: ChildStdout) -> Vec<(u64, u64)> {
-    let mut v = Vec::new();
-    let mut rec = [0u8; REPORT_LEN];
-    while out.read_exact(&mut rec).is_ok() {
-        let mut n = [0u8; 8];
-        let mut t = [0u8; 8];
-        n.copy_from_slice(&rec[..8]);
-        t.copy_from_slice(&rec[8..]);
-        v.push((u64::from_le_bytes(n), u64::from_le_bytes(t)));
-    }
-    v
 }
 
 /// How to start the flood process.

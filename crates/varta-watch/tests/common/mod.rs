@@ -461,3 +461,50 @@ pub fn spawn_namespaced_agent(socket: &std::path::Path) -> Option<NamespacedAgen
     .ok()?;
     Some(NamespacedAgent { unshare })
 }
+
+/// An observer serving `/metrics` on a free loopback port.
+pub struct MetricsObserver {
+    /// The observer process.
+    pub child: ChildGuard,
+    /// Where `/metrics` is served (read from its stdout line).
+    pub addr: std::net::SocketAddr,
+    /// Its beat socket.
+    pub socket: PathBuf,
+}
+
+/// Starts `varta-watch` in `dir` with `--prom-addr 127.0.0.1:0`, a token
+/// file holding `token` (mode 0600) and `extra` flags; returns once the
+/// bound address has been printed.
+pub fn start_metrics_observer(dir: &Path, token: &str, extra: &[&str]) -> MetricsObserver {
+    use std::os::unix::fs::PermissionsExt;
+    let token_file = dir.join("prom.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let socket = dir.join("obs.sock");
+    let mut child = spawn_guarded(
+        Command::new(bin())
+            .args(["--socket", socket.to_str().unwrap()])
+            .args(["--prom-addr", "127.0.0.1:0"])
+            .args(["--prom-token-file", token_file.to_str().unwrap()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("metrics: http://")
+        .and_then(|s| s.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("address line on stdout: {line:?}"))
+        .parse()
+        .unwrap();
+    MetricsObserver {
+        child,
+        addr,
+        socket,
+    }
+}

@@ -8,7 +8,9 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::secret_file::{read_secret_file, SecretFileError};
+use crate::secret_file::{
+    decode_hex_32, hex_val, read_secret_file, strip_line_end, SecretFileError,
+};
 
 /// Raw 32-byte chain value of one record.
 pub type ChainHash = [u8; 32];
@@ -62,21 +64,17 @@ impl ChainKey {
     /// Parses a key written as 64 hex characters with an optional trailing
     /// newline (`\n` or `\r\n`). Returns a human-readable reason on failure.
     pub fn from_hex(text: &[u8]) -> Result<ChainKey, String> {
-        let t = text
-            .strip_suffix(b"\n")
-            .map(|t| t.strip_suffix(b"\r").unwrap_or(t))
-            .unwrap_or(text);
+        let t = strip_line_end(text);
         if t.len() != 64 {
             return Err(format!("found {} characters instead of 64", t.len()));
         }
-        let mut key = Zeroizing::new([0u8; 32]);
-        for (i, pair) in t.chunks_exact(2).enumerate() {
-            let (Some(hi), Some(lo)) = (hex_val(pair[0]), hex_val(pair[1])) else {
-                return Err(format!("non-hex character at position {}", 2 * i + 1));
-            };
-            key[i] = (hi << 4) | lo;
+        match decode_hex_32(t) {
+            Some(key) => Ok(ChainKey::Hmac(Zeroizing::new(key))),
+            None => {
+                let at = t.iter().position(|&c| hex_val(c).is_none()).unwrap_or(0);
+                Err(format!("non-hex character at position {}", at + 1))
+            }
         }
-        Ok(ChainKey::Hmac(key))
     }
 
     /// Reads a key file (secret-file rules: regular file we own, mode ≤ 0600,
@@ -128,15 +126,6 @@ impl ChainKey {
     }
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Lowercase hex of a chain value (the file's `chain`/`prev_chain` columns).
 pub fn to_hex(h: &ChainHash) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -152,14 +141,10 @@ pub fn to_hex(h: &ChainHash) -> String {
 /// spelling the writer produces, so any other spelling is an edit).
 pub fn parse_hex(s: &str) -> Option<ChainHash> {
     let b = s.as_bytes();
-    if b.len() != 64 || b.iter().any(|c| c.is_ascii_uppercase()) {
+    if b.iter().any(|c| c.is_ascii_uppercase()) {
         return None;
     }
-    let mut out = [0u8; 32];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
-    }
-    Some(out)
+    decode_hex_32(b)
 }
 
 #[cfg(test)]

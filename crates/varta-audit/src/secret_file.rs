@@ -115,6 +115,38 @@ fn kind_name(m: &Metadata) -> &'static str {
     }
 }
 
+/// The content of a one-line secret file (key, token) without its line
+/// end: one trailing `\n` or `\r\n` is dropped, nothing else.
+pub fn strip_line_end(text: &[u8]) -> &[u8] {
+    text.strip_suffix(b"\n")
+        .map(|t| t.strip_suffix(b"\r").unwrap_or(t))
+        .unwrap_or(text)
+}
+
+/// 32 bytes written as exactly 64 hex characters, either case: the one
+/// spelling of every key and token file (`openssl rand -hex 32`). None for
+/// any other length or a non-hex character.
+pub fn decode_hex_32(hex: &[u8]) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+    }
+    Some(out)
+}
+
+/// One hex digit's value, either case.
+pub(crate) fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// Checks metadata already obtained for `path` — from `fstat` on a
 /// descriptor you opened (no race) or from `lstat`.
 pub fn check_metadata(path: &Path, m: &Metadata) -> Result<(), SecretFileError> {

@@ -2,6 +2,7 @@
 //! characters, compared in constant time.
 
 use subtle::ConstantTimeEq;
+use varta_audit::secret_file::{decode_hex_32, strip_line_end};
 use zeroize::Zeroizing;
 
 /// The token the server accepts.
@@ -18,10 +19,7 @@ impl Token {
     /// Parses a token file's content: 64 hex characters, either case, with
     /// an optional trailing newline.
     pub fn from_file_text(text: &[u8]) -> Result<Token, String> {
-        let t = text
-            .strip_suffix(b"\n")
-            .map(|t| t.strip_suffix(b"\r").unwrap_or(t))
-            .unwrap_or(text);
+        let t = strip_line_end(text);
         decode_hex_32(t)
             .map(|b| Token(Zeroizing::new(b)))
             .ok_or_else(|| {
@@ -52,19 +50,6 @@ impl Token {
         // Non-short-circuiting `&`: every check is evaluated every time.
         ok & well_formed & scheme.eq_ignore_ascii_case(b"bearer")
     }
-}
-
-fn decode_hex_32(s: &[u8]) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -412,14 +412,18 @@ impl Daemon {
         self.rearm();
         let result = loop {
             let timeout = more.then_some(Duration::ZERO);
-            let waiting = std::time::Instant::now();
+            // Stage timings only when /metrics is served: no clock reads on
+            // the hot path otherwise.
+            let clock = |on: bool| on.then(std::time::Instant::now);
+            let timed = self.observations.is_some();
+            let waiting = clock(timed);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
                 break Err(os("epoll_wait failed")(e));
             }
-            let woke = std::time::Instant::now();
+            let woke = clock(timed);
             let now = self.now();
             let mut readable = more;
             let mut stop = false;
@@ -454,16 +458,18 @@ impl Daemon {
                         break Err(DaemonError::CrossNamespace(pid));
                     }
                 }
-                Some(std::time::Instant::now())
+                clock(timed)
             } else {
                 None
             };
-            let expire_start = std::time::Instant::now();
+            let expire_start = clock(timed);
             self.tracker.expire(now, &mut self.bus);
-            let expired_at = std::time::Instant::now();
+            let expired_at = clock(timed);
             self.bus.end_of_batch(now);
             self.pulse.on_iteration(now, &self.tracker);
-            if let Some(o) = &self.observations {
+            if let (Some(o), Some(waiting), Some(woke), Some(expire_start), Some(expired_at)) =
+                (&self.observations, waiting, woke, expire_start, expired_at)
+            {
                 let secs = |a: std::time::Instant, b: std::time::Instant| {
                     b.saturating_duration_since(a).as_secs_f64()
                 };

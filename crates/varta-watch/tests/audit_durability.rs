@@ -34,6 +34,22 @@ fn of_kind(path: &Path, kind: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Starts `n` agents, waits until each has beaten, then kills and reaps
+/// them all at once; returns their guards (for their pids).
+fn beat_then_die(obs: &Observer, n: usize) -> Vec<common::ChildGuard> {
+    let mut agents: Vec<common::ChildGuard> = (0..n)
+        .map(|_| spawn_agent("beat", &obs.socket, 20))
+        .collect();
+    for a in &agents {
+        obs.wait_for("beat", Some(a.id()));
+    }
+    for a in &mut agents {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+    agents
+}
+
 fn verify(path: &Path) -> varta_audit::Summary {
     varta_audit::verify_files(&[path.to_path_buf()], &varta_audit::ChainKey::Plain)
         .unwrap_or_else(|e| panic!("chain must verify: {e}"))
@@ -65,16 +81,7 @@ fn sigkill_mid_write_then_restart_repairs_the_tail() {
     ];
     let keep = dir.path().to_path_buf();
     let mut obs = Observer::start_in(dir, &args);
-    let mut agents: Vec<common::ChildGuard> = (0..20)
-        .map(|_| spawn_agent("beat", &obs.socket, 20))
-        .collect();
-    for a in &agents {
-        obs.wait_for("beat", Some(a.id()));
-    }
-    for a in &mut agents {
-        let _ = a.kill();
-        let _ = a.wait();
-    }
+    beat_then_die(&obs, 20);
     // Kill while records are being written.
     obs.wait_until("some spawn records", || of_kind(&audit, "spawn").len() >= 3);
     obs.signal(Signal::SIGKILL);
@@ -171,16 +178,7 @@ fn disk_full_is_survived_and_recovered() {
     // The audit file's last page still has room for a few records; 30
     // agents' spawn and complete records are far more than that.
     const N: usize = 30;
-    let mut agents: Vec<common::ChildGuard> = (0..N)
-        .map(|_| spawn_agent("beat", &obs.socket, 20))
-        .collect();
-    for a in &agents {
-        obs.wait_for("beat", Some(a.id()));
-    }
-    for a in &mut agents {
-        let _ = a.kill();
-        let _ = a.wait();
-    }
+    let agents = beat_then_die(&obs, N);
     // Detection goes on while the audit disk is full.
     for a in &agents {
         obs.wait_for("stall", Some(a.id()));

@@ -426,11 +426,8 @@ fn capacity_refusals_are_counted_and_audited() {
         "{pid}",
         &["--threshold-ms", "300", "--recovery-max-children", "1"],
     );
-    let a = spawn_agent("beat", &obs.socket, 20);
-    let b = spawn_agent("beat", &obs.socket, 20);
-    let (pa, pb) = (a.id(), b.id());
-    obs.wait_for_json_beat(pa);
-    obs.wait_for_json_beat(pb);
+    let (_a, pa) = beating(&obs);
+    let (_b, pb) = beating(&obs);
     stop(pa);
     wait_outcome(&obs, pa, "spawned", 1);
     stop(pb);
@@ -447,11 +444,8 @@ fn capacity_refusals_are_counted_and_audited() {
         "{pid}",
         &["--threshold-ms", "300", "--recovery-table-capacity", "1"],
     );
-    let a = spawn_agent("beat", &obs.socket, 20);
-    let b = spawn_agent("beat", &obs.socket, 20);
-    let (pa, pb) = (a.id(), b.id());
-    obs.wait_for_json_beat(pa);
-    obs.wait_for_json_beat(pb);
+    let (_a, pa) = beating(&obs);
+    let (_b, pb) = beating(&obs);
     stop(pa);
     wait_outcome(&obs, pa, "reaped_zero", 1);
     stop(pb);

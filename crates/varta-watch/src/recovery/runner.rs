@@ -186,7 +186,7 @@ impl Runner {
             Decision::Debounced { .. } => self.report(t.pid, 0, RecoveryOutcome::Debounced),
             Decision::Refused(reason) => {
                 self.audit(Record::Refused {
-                    wallclock_ms: wallclock_ms(),
+                    wallclock_ms: varta_audit::wallclock_ms_now(),
                     observer_ns: now_ns,
                     agent_pid: t.pid,
                     reason: reason.as_str().to_string(),
@@ -195,7 +195,7 @@ impl Runner {
             }
             Decision::GivenUp => {
                 self.audit(Record::Refused {
-                    wallclock_ms: wallclock_ms(),
+                    wallclock_ms: varta_audit::wallclock_ms_now(),
                     observer_ns: now_ns,
                     agent_pid: t.pid,
                     reason: "given_up".to_string(),
@@ -222,7 +222,7 @@ impl Runner {
                 let errno = e.raw_os_error().unwrap_or(0);
                 tracing::debug!(pid = t.pid, program, error = %e, "recovery spawn failed");
                 self.audit(Record::Complete {
-                    wallclock_ms: wallclock_ms(),
+                    wallclock_ms: varta_audit::wallclock_ms_now(),
                     observer_ns: now_ns,
                     agent_pid: t.pid,
                     child_pid: 0,
@@ -265,7 +265,7 @@ impl Runner {
             );
         }
         self.audit(Record::Spawn {
-            wallclock_ms: wallclock_ms(),
+            wallclock_ms: varta_audit::wallclock_ms_now(),
             observer_ns: now_ns,
             agent_pid: t.pid,
             child_pid: child,
@@ -374,7 +374,7 @@ impl Runner {
         let excerpt = (self.capture_cap > 0)
             .then(|| varta_audit::escape_excerpt(excerpt_source(out, err, EXCERPT_BYTES)));
         self.audit(Record::Complete {
-            wallclock_ms: wallclock_ms(),
+            wallclock_ms: varta_audit::wallclock_ms_now(),
             observer_ns: now_ns,
             agent_pid: r.agent,
             child_pid: child,
@@ -515,10 +515,4 @@ fn signal_group(pgid: u32, sig: Signal) {
         // ESRCH: the group is already gone, which is the goal.
         let _ = rustix::process::kill_process_group(pid, sig);
     }
-}
-
-fn wallclock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -12,8 +12,7 @@
 //! A kill landing between a send and its report leaves the stall's nonce
 //! without a report; such a stall is counted as unmatched, not guessed.
 
-use super::{read_reports, SplitMix};
-use std::thread::JoinHandle;
+use super::{report_readers, SplitMix};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -216,14 +215,7 @@ fn one_run(
             lifetime,
         },
     )?;
-    let readers: Vec<JoinHandle<Vec<(u64, u64)>>> = kids
-        .iter_mut()
-        .filter_map(|k| k.stdout.take())
-        .map(|out| std::thread::spawn(move || read_reports(out)))
-        .collect();
-    if readers.len() != kids.len() {
-        return Err("a sender has no stdout pipe".into());
-    }
+    let readers = report_readers(&mut kids)?;
     let mut rng = SplitMix(seed);
     let mut schedule: Vec<(u64, usize)> = (0..agents)
         .map(|i| (earliest_ms + rng.next() % (span_ms - earliest_ms), i))

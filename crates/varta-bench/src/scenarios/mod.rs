@@ -79,8 +79,27 @@ impl SplitMix {
     }
 }
 
+/// A thread collecting one sender's (nonce, send time) records.
+pub(crate) type ReportReader = std::thread::JoinHandle<Vec<(u64, u64)>>;
+
+/// One thread per reporting sender, reading its (nonce, send time)
+/// records until its pipe closes.
+pub(crate) fn report_readers(
+    senders: &mut [crate::procs::Sender],
+) -> crate::procs::Res<Vec<ReportReader>> {
+    let readers: Vec<_> = senders
+        .iter_mut()
+        .filter_map(|k| k.stdout.take())
+        .map(|out| std::thread::spawn(move || read_reports(out)))
+        .collect();
+    if readers.len() != senders.len() {
+        return Err("a sender has no stdout pipe".into());
+    }
+    Ok(readers)
+}
+
 /// Reads an agent's (nonce, send time) records until its pipe closes.
-pub(crate) fn read_reports(mut out: std::process::ChildStdout) -> Vec<(u64, u64)> {
+fn read_reports(mut out: std::process::ChildStdout) -> Vec<(u64, u64)> {
     use std::io::Read;
     let mut v = Vec::new();
     let mut rec = [0u8; crate::procs::REPORT_LEN];

@@ -26,11 +26,10 @@
 //! that much longer) and one without; the stall overshoot must not move.
 //! The original has no such hook: n/a.
 
-use super::{read_reports, SplitMix};
+use super::{report_readers, SplitMix};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -621,14 +620,7 @@ fn one_run(vs: &[Variant], s: &Setup, seed: u64) -> Res<Vec<Run>> {
     };
     let mut load = spawn_senders(s.load, &sender(false))?;
     let mut stallers = spawn_stoppable_senders(s.stalls, &sender(true))?;
-    let readers: Vec<JoinHandle<Vec<(u64, u64)>>> = stallers
-        .iter_mut()
-        .filter_map(|k| k.stdout.take())
-        .map(|out| std::thread::spawn(move || read_reports(out)))
-        .collect();
-    if readers.len() != stallers.len() {
-        return Err("a sender has no stdout pipe".into());
-    }
+    let readers = report_readers(&mut stallers)?;
     let mut rng = SplitMix(seed);
     let mut schedule: Vec<(u64, usize)> = (0..s.stalls)
         .map(|i| (s.earliest_ms + rng.next() % (s.span_ms - s.earliest_ms), i))

@@ -35,7 +35,7 @@
 //! observer, ours beaten by the original's agents only, gives the
 //! like-for-like row.
 
-use super::{read_reports, SplitMix};
+use super::{report_readers, SplitMix};
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -468,14 +468,7 @@ pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
             } else {
                 spawn_stoppable_senders(stalls, &spec)?
             };
-            let readers: Vec<JoinHandle<Vec<(u64, u64)>>> = stallers
-                .iter_mut()
-                .filter_map(|k| k.stdout.take())
-                .map(|out| std::thread::spawn(move || read_reports(out)))
-                .collect();
-            if readers.len() != stallers.len() {
-                return Err("a sender has no stdout pipe".into());
-            }
+            let readers = report_readers(&mut stallers)?;
             let flood = match phase.flooded() {
                 Some(o) => {
                     let f = Flood::start(&flood_cfg, addrs[o])?;

@@ -27,7 +27,7 @@ use crate::export::metrics::{MetricsSources, Observations, Stage};
 use crate::health::notify::{Notifier, SystemdEnv};
 use crate::health::supervisor::{self, Plan, Supervisor};
 use crate::health::{self, hw, LoopHealth, Pulse};
-use crate::ingest::{BindError, UdsListener, UdsPolicy};
+use crate::ingest::{BindError, UdpBindError, UdpListener, UdsListener, UdsPolicy};
 use crate::recovery::{Recovery, RecoveryStats};
 use crate::tracker::{Tracker, TrackerSettings};
 
@@ -37,6 +37,7 @@ const SIGNALS: Token = Token(2);
 /// One waker for everything another thread needs the loop for: recovery
 /// reports and metrics snapshots (mio allows one waker per poll).
 const WAKE: Token = Token(3);
+const UDP: Token = Token(4);
 
 /// Datagrams handled per wake-up before stalls are checked again: bounds
 /// detection latency under a flood while keeping batches large.
@@ -52,6 +53,9 @@ pub enum DaemonError {
     /// The socket could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The UDP listener could not start.
+    #[error(transparent)]
+    Udp(#[from] UdpBindError),
     /// A sink (export file) could not be opened.
     #[error("{0}")]
     Sink(String),
@@ -129,6 +133,22 @@ fn tracker_settings(cfg: &Config, own_pidns: u32) -> TrackerSettings {
     }
 }
 
+/// Whether two UDP settings describe the same bound listener (what a
+/// reload cannot change without a restart); key-file paths and the
+/// recovery opt-in may differ.
+fn udp_same_listener(a: &Option<config::UdpConfig>, b: &Option<config::UdpConfig>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.addr == b.addr
+                && a.mode() == b.mode()
+                && a.sender_capacity == b.sender_capacity
+                && a.rcvbuf_bytes == b.rcvbuf_bytes
+        }
+        _ => false,
+    }
+}
+
 fn recovery_event(r: crate::recovery::Report) -> Event {
     Event::Recovery {
         pid: r.pid,
@@ -142,6 +162,8 @@ pub struct Daemon {
     config: Config,
     clock: ObserverClock,
     listener: UdsListener,
+    /// The UDP listener for network agents, if configured.
+    udp: Option<UdpListener>,
     tracker: Tracker,
     bus: EventBus,
     /// Sinks before this index survive a reload; the rest are reopened.
@@ -227,6 +249,14 @@ impl Daemon {
             tracker.set_tally_limit(m.per_agent_limit);
         }
         let counters = Arc::new(Counters::default());
+        let udp = match &config.udp {
+            Some(u) => Some(UdpListener::bind(
+                u,
+                u64::try_from(config.threshold.as_nanos()).unwrap_or(u64::MAX),
+                counters.clone(),
+            )?),
+            None => None,
+        };
         let mut bus = EventBus::new();
         bus.add(Box::new(CountingSink::new(counters.clone())));
         bus.add(Box::new(LogSink::new()));
@@ -282,6 +312,11 @@ impl Daemon {
         registry
             .register(&mut SourceFd(&listener.raw_fd()), UDS, Interest::READABLE)
             .map_err(os("cannot watch the socket"))?;
+        if let Some(u) = &udp {
+            registry
+                .register(&mut SourceFd(&u.raw_fd()), UDP, Interest::READABLE)
+                .map_err(os("cannot watch the UDP socket"))?;
+        }
         registry
             .register(
                 &mut SourceFd(&timer.as_fd().as_raw_fd()),
@@ -329,6 +364,7 @@ impl Daemon {
             config,
             clock,
             listener,
+            udp,
             tracker,
             bus,
             base_sinks,
@@ -392,6 +428,17 @@ impl Daemon {
         self.listener.path()
     }
 
+    /// The UDP listener's bound address (the real port when 0 was asked
+    /// for) and mode, if there is one.
+    pub fn udp_addr(&self) -> Option<(std::net::SocketAddr, &'static str)> {
+        self.udp.as_ref().map(|u| (u.local_addr(), u.mode()))
+    }
+
+    /// The UDP listener's key set in words (no key material).
+    pub fn udp_keys(&self) -> Option<String> {
+        self.udp.as_ref().map(UdpListener::describe_keys)
+    }
+
     /// Kernel-granted receive buffer.
     pub fn granted_rcvbuf(&self) -> usize {
         self.listener.granted_rcvbuf()
@@ -407,11 +454,12 @@ impl Daemon {
     pub fn run(&mut self) -> Result<(), DaemonError> {
         let mut events = Events::with_capacity(16);
         let mut more = false;
+        let mut more_udp = false;
         let (watchdog, notifier) = self.start_watching()?;
         // The first wait must already honour --shutdown-after-secs.
         self.rearm();
         let result = loop {
-            let timeout = more.then_some(Duration::ZERO);
+            let timeout = (more || more_udp).then_some(Duration::ZERO);
             // Stage timings only when /metrics is served: no clock reads on
             // the hot path otherwise.
             let clock = |on: bool| on.then(std::time::Instant::now);
@@ -426,10 +474,12 @@ impl Daemon {
             let woke = clock(timed);
             let now = self.now();
             let mut readable = more;
+            let mut readable_udp = more_udp;
             let mut stop = false;
             for ev in events.iter() {
                 match ev.token() {
                     UDS => readable = true,
+                    UDP => readable_udp = true,
                     TIMER => {
                         // Clear the expiration count; the deadline itself is
                         // re-derived from state below.
@@ -444,7 +494,8 @@ impl Daemon {
                     _ => {}
                 }
             }
-            let drained_at = if readable {
+            let mut drained_at = None;
+            if readable {
                 let d = self
                     .listener
                     .drain(now, DRAIN_BUDGET, &mut self.tracker, &mut self.bus);
@@ -458,10 +509,16 @@ impl Daemon {
                         break Err(DaemonError::CrossNamespace(pid));
                     }
                 }
-                clock(timed)
-            } else {
-                None
-            };
+                drained_at = clock(timed);
+            }
+            if let (true, Some(udp)) = (readable_udp, &mut self.udp) {
+                let d = udp.drain(now, DRAIN_BUDGET, &mut self.tracker, &mut self.bus);
+                more_udp = d.more;
+                if let (Some(o), true) = (&self.observations, d.datagrams > 0) {
+                    o.ingest_batch.observe(f64::from(d.datagrams));
+                }
+                drained_at = clock(timed);
+            }
             let expire_start = clock(timed);
             self.tracker.expire(now, &mut self.bus);
             let expired_at = clock(timed);
@@ -615,6 +672,26 @@ impl Daemon {
         self.metrics.as_ref().map(|m| m.server.local_addr())
     }
 
+    /// SIGHUP: re-read the running UDP listener's key files (the key-file
+    /// paths of `new`, when the listener itself stays). On error the old
+    /// keys stay.
+    fn reload_udp_keys(&mut self, new: &Config) {
+        let (Some(u), Some(cfg)) = (&mut self.udp, &new.udp) else {
+            return;
+        };
+        if !udp_same_listener(&self.config.udp, &new.udp) {
+            return;
+        }
+        match u.reload_keys(&cfg.security) {
+            Ok(Some(keys)) => tracing::info!(keys = %keys, "reload: UDP keys re-read"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(
+                error = %e,
+                "reload: cannot read the UDP key files; the listener keeps its current keys"
+            ),
+        }
+    }
+
     /// A scrape is waiting: copy what it needs out of the tracker.
     fn serve_snapshot(&mut self, now: u64) {
         if let Some(m) = &self.metrics {
@@ -717,10 +794,13 @@ impl Daemon {
         let new = match config::reload(&self.config) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "reload failed; keeping the current configuration");
+                tracing::error!(error = %e, "reload failed; keeping the current configuration (and the current UDP keys)");
                 return;
             }
         };
+        // Key files are re-read on every SIGHUP: rotating a key changes the
+        // file, not the configuration.
+        self.reload_udp_keys(&new);
         let changes = config::diff(&self.config, &new);
         if changes.is_empty() {
             tracing::info!("reload: no changes");
@@ -734,9 +814,10 @@ impl Daemon {
             || new.log_format != self.config.log_format
             || new.recovery.is_some() != self.config.recovery.is_some()
             || new.audit != self.config.audit
-            || new.watchdog != self.config.watchdog;
+            || new.watchdog != self.config.watchdog
+            || !udp_same_listener(&self.config.udp, &new.udp);
         if needs_restart {
-            tracing::warn!("reload: socket, socket-mode, uds-rcvbuf-bytes, tracker-capacity, clock-source, log-format, the audit log, turning recovery on or off, heartbeat-file, self-watchdog-secs and hw-watchdog only change on restart; those changes are ignored");
+            tracing::warn!("reload: socket, socket-mode, uds-rcvbuf-bytes, tracker-capacity, clock-source, log-format, the audit log, turning recovery on or off, heartbeat-file, self-watchdog-secs, hw-watchdog and the UDP listener's port, address, mode, sender capacity and receive buffer only change on restart; those changes are ignored");
         }
         if new.export != self.config.export {
             match (self.sink_factory)(&new) {
@@ -766,6 +847,9 @@ impl Daemon {
         }
         applied.audit = self.config.audit.clone();
         applied.watchdog = self.config.watchdog.clone();
+        if !udp_same_listener(&self.config.udp, &applied.udp) {
+            applied.udp = self.config.udp.clone();
+        }
         if let (Some(r), Some(cfg)) = (&self.recovery, &applied.recovery) {
             if self.config.recovery.as_ref() != Some(cfg) && !r.reconfigure(cfg) {
                 tracing::error!("reload: the recovery thread is busy; the new recovery settings were not applied, try again");
@@ -781,6 +865,9 @@ impl Daemon {
         self.listener.set_policy(UdsPolicy {
             allow_cross_namespace: applied.allow_cross_namespace_agents,
         });
+        if let Some(u) = &mut self.udp {
+            u.set_threshold(u64::try_from(applied.threshold.as_nanos()).unwrap_or(u64::MAX));
+        }
         self.shutdown_at = applied
             .shutdown_after
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));

@@ -50,11 +50,15 @@ pub enum RejectReason {
     RateLimitedGlobal,
     /// Datagram arrived without credentials (should not happen with SO_PASSCRED).
     NoCredentials,
+    /// Secure UDP: a sealed datagram whose AEAD nonce (IV prefix and
+    /// counter) or, for a new IV prefix, whose nonce or terminal timestamp
+    /// was already seen for this pid (protocol replay rules).
+    Replay,
 }
 
 impl RejectReason {
     /// All reasons, for pre-registering counters.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::ForeignUid,
         RejectReason::CrossNamespace,
         RejectReason::PidNotVisible,
@@ -64,6 +68,7 @@ impl RejectReason {
         RejectReason::RateLimitedPid,
         RejectReason::RateLimitedGlobal,
         RejectReason::NoCredentials,
+        RejectReason::Replay,
     ];
 
     /// snake_case label.
@@ -78,6 +83,7 @@ impl RejectReason {
             RejectReason::RateLimitedPid => "rate_limited_pid",
             RejectReason::RateLimitedGlobal => "rate_limited_global",
             RejectReason::NoCredentials => "no_credentials",
+            RejectReason::Replay => "replay",
         }
     }
 
@@ -225,6 +231,25 @@ pub enum Event {
         /// How late.
         forward_ns: u64,
     },
+    /// Secure UDP: no configured key opened a sealed datagram (wrong key,
+    /// tampering, corruption, or a layout no key is configured for).
+    DecryptFailure {
+        /// 64-byte master-key layout (else the 60-byte shared-key one).
+        master: bool,
+        /// Cleartext pid of a master-key datagram (unauthenticated: only a
+        /// hint for the log); 0 for the shared-key layout.
+        wire_pid: u32,
+        /// AEAD opens tried on it.
+        attempts: u32,
+        /// Source address.
+        from: std::net::SocketAddr,
+    },
+    /// Secure UDP: a new sender was refused because the replay table is
+    /// full of senders that are still live.
+    SenderStateFull {
+        /// The refused (authenticated) pid.
+        pid: u32,
+    },
     /// Something the recovery runner did for an agent.
     Recovery {
         /// Agent pid.
@@ -352,7 +377,7 @@ impl RecoveryOutcome {
 impl Event {
     /// Every kind, in [`Event::index`] order: lets counters and limiters
     /// keep one array slot per kind instead of a map.
-    pub const KINDS: [&'static str; 19] = [
+    pub const KINDS: [&'static str; 21] = [
         "beat",
         "stall",
         "recovered",
@@ -372,6 +397,8 @@ impl Event {
         "clock_regression",
         "clock_jump",
         "recovery",
+        "decrypt_failure",
+        "sender_state_full",
     ];
 
     /// Position of this event's kind in [`Event::KINDS`].
@@ -396,6 +423,8 @@ impl Event {
             Event::ClockRegression { .. } => 16,
             Event::ClockJump { .. } => 17,
             Event::Recovery { .. } => 18,
+            Event::DecryptFailure { .. } => 19,
+            Event::SenderStateFull { .. } => 20,
         }
     }
 
@@ -422,7 +451,13 @@ impl Event {
             | Event::CapacityExceeded { pid }
             | Event::NewLife { pid }
             | Event::NonceWrap { pid }
+            | Event::SenderStateFull { pid }
             | Event::Recovery { pid, .. } => Some(pid),
+            Event::DecryptFailure {
+                master: true,
+                wire_pid,
+                ..
+            } => Some(wire_pid),
             Event::AuthFailure { claimed_pid, .. } => Some(claimed_pid),
             Event::Rejected { pid, .. } if pid != 0 => Some(pid),
             _ => None,

@@ -54,6 +54,15 @@ fn main() -> ExitCode {
         "varta-watch listening on {}",
         daemon.socket_path().display()
     );
+    if let Some((addr, mode)) = daemon.udp_addr() {
+        // stdout, one line, like the metrics address: a script that asked
+        // for port 0 reads the port here.
+        println!("udp: {addr}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let keys = daemon.udp_keys().unwrap_or_default();
+        tracing::info!(%addr, mode, keys = %keys, "udp listening on {addr} ({mode})");
+    }
     if let Some(addr) = daemon.metrics_addr() {
         // On stdout, one line, so a script that asked for port 0 can read
         // the port; and in the log for operators.

@@ -61,6 +61,7 @@ fn beat_all(t: &mut Tracker, bus: &mut EventBus, now: u64, pids: &[u32], nonce: 
             frame: Frame::new(Status::Ok, pid, nonce, nonce, 0),
             origin: Origin::KernelAttested,
             pidns: None,
+            new_session: false,
         }));
         // One receive time per batch, like one wake-up of the daemon.
         t.on_batch(

@@ -3,7 +3,6 @@
 //! accepted (see [`COMPAT`]) and turned into startup warnings.
 
 use std::ffi::OsString;
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValue, PossibleValuesParser};
@@ -265,6 +264,9 @@ pub(crate) struct Cli {
     #[command(flatten)]
     metrics: super::metrics::MetricsFlags,
 
+    #[command(flatten)]
+    udp: super::udp::UdpFlags,
+
     /// TOML file with the same settings, keyed by these long flag names
     /// without the dashes (snake_case also accepted). Flags override it. It
     /// is re-read on SIGHUP. Default: none.
@@ -339,6 +341,24 @@ impl Cli {
             prom_rate_limit_per_sec: self.metrics.prom_rate_limit_per_sec,
             prom_rate_limit_burst: self.metrics.prom_rate_limit_burst,
             per_agent_metrics_limit: self.metrics.per_agent_metrics_limit,
+            udp_port: self.udp.udp_port.map(u64::from),
+            udp_bind_addr: self.udp.udp_bind_addr,
+            key_file: self.udp.key_file,
+            accepted_key_file: (!self.udp.accepted_key_file.is_empty())
+                .then_some(self.udp.accepted_key_file),
+            master_key_file: self.udp.master_key_file,
+            i_accept_plaintext_udp: switch(self.udp.i_accept_plaintext_udp),
+            i_accept_secure_udp_non_loopback: switch(self.udp.i_accept_secure_udp_non_loopback),
+            secure_udp_i_accept_recovery_on_unauthenticated_transport: switch(
+                self.udp
+                    .secure_udp_i_accept_recovery_on_unauthenticated_transport,
+            ),
+            plaintext_udp_i_accept_recovery_on_unauthenticated_transport: switch(
+                self.udp
+                    .plaintext_udp_i_accept_recovery_on_unauthenticated_transport,
+            ),
+            udp_sender_capacity: self.udp.udp_sender_capacity,
+            udp_rcvbuf_bytes: self.udp.udp_rcvbuf_bytes,
         };
         (raw, self.config)
     }
@@ -348,18 +368,10 @@ impl Cli {
 /// value the original would have rejected is still rejected.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Shape {
-    /// No value.
-    Switch,
     /// Milliseconds.
     Millis,
     /// A count or size.
     Count,
-    /// A file path.
-    Path,
-    /// A UDP port.
-    Port,
-    /// An IP address.
-    Ip,
     /// `direct` or `libc`.
     SignalMode,
 }
@@ -388,17 +400,8 @@ impl CompatFlag {
 
     fn arg(&self) -> Arg {
         let (value_name, parser): (&str, clap::builder::ValueParser) = match self.shape {
-            Shape::Switch => {
-                let arg = Arg::new(self.name)
-                    .long(self.name)
-                    .action(ArgAction::SetTrue);
-                return self.decorate(arg);
-            }
             Shape::Millis => ("MS", clap::value_parser!(u64).into()),
             Shape::Count => ("N", clap::value_parser!(u64).into()),
-            Shape::Path => ("PATH", clap::value_parser!(PathBuf)),
-            Shape::Port => ("PORT", clap::value_parser!(u16).into()),
-            Shape::Ip => ("IP", clap::value_parser!(IpAddr).into()),
             Shape::SignalMode => ("MODE", PossibleValuesParser::new(["direct", "libc"]).into()),
         };
         let action = ArgAction::Set;
@@ -415,9 +418,6 @@ impl CompatFlag {
         arg.help(self.help).help_heading(heading)
     }
 }
-
-const UDP: &str = "is accepted for compatibility but UDP listeners are not implemented in this build yet; only the Unix socket receives beats";
-const UDP_RECOVERY: &str = "is accepted for compatibility but UDP listeners are not implemented in this build yet; it changes nothing";
 
 /// Every flag of the original 0.2.0 that this build accepts but does not act
 /// on. One table drives the parser, `--help`, config-file keys and warnings,
@@ -478,69 +478,6 @@ pub(crate) const COMPAT: &[CompatFlag] = &[
         later: false,
         reason: "has no effect: audit records are fdatasynced by count (--recovery-audit-sync-every, default every record) on the audit writer thread, so a time-based cadence adds nothing",
         help: "No effect: audit records are fdatasynced by count (--recovery-audit-sync-every) on their own writer thread. Original: time-based audit fdatasync cadence, default 0 (off)",
-    },
-    CompatFlag {
-        name: "udp-port",
-        shape: Shape::Port,
-        later: true,
-        reason: UDP,
-        help: "Not active yet. Original: UDP listener port (0 to 65535). Default: none",
-    },
-    CompatFlag {
-        name: "udp-bind-addr",
-        shape: Shape::Ip,
-        later: true,
-        reason: UDP,
-        help: "Not active yet. Original: UDP listener address. Default 127.0.0.1 or 0.0.0.0",
-    },
-    CompatFlag {
-        name: "key-file",
-        shape: Shape::Path,
-        later: true,
-        reason: UDP,
-        help: "Not active yet. Original: secure-UDP key file. Default: none",
-    },
-    CompatFlag {
-        name: "accepted-key-file",
-        shape: Shape::Path,
-        later: true,
-        reason: UDP,
-        help: "Not active yet. Original: extra secure-UDP keys for rotation. Default: none",
-    },
-    CompatFlag {
-        name: "master-key-file",
-        shape: Shape::Path,
-        later: true,
-        reason: UDP,
-        help: "Not active yet. Original: secure-UDP master key for per-agent keys. Default: none",
-    },
-    CompatFlag {
-        name: "i-accept-plaintext-udp",
-        shape: Shape::Switch,
-        later: true,
-        reason: UDP,
-        help: "Not active yet. Original: allow an unauthenticated UDP listener. Default: off",
-    },
-    CompatFlag {
-        name: "i-accept-secure-udp-non-loopback",
-        shape: Shape::Switch,
-        later: true,
-        reason: UDP,
-        help: "Not active yet. Original: allow secure UDP on a non-loopback address. Default: off",
-    },
-    CompatFlag {
-        name: "secure-udp-i-accept-recovery-on-unauthenticated-transport",
-        shape: Shape::Switch,
-        later: true,
-        reason: UDP_RECOVERY,
-        help: "Not active yet. Original: allow recovery with a secure-UDP listener. Default: off",
-    },
-    CompatFlag {
-        name: "plaintext-udp-i-accept-recovery-on-unauthenticated-transport",
-        shape: Shape::Switch,
-        later: true,
-        reason: UDP_RECOVERY,
-        help: "Not active yet. Original: allow recovery with a plaintext-UDP listener. Default: off",
     },
 ];
 

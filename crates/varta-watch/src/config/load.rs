@@ -135,9 +135,25 @@ fn build(
         }
     }
 
-    let (recovery, audit) = super::recovery::build(&merged, &from_flags, &origin, &mut warnings)?;
+    let (mut recovery, audit) =
+        super::recovery::build(&merged, &from_flags, &origin, &mut warnings)?;
     let watchdog = super::watchdog::build(&merged);
     let metrics = super::metrics::build(&merged, &from_flags, &origin, &mut warnings)?;
+    let udp = super::udp::build(
+        &merged,
+        &from_flags,
+        &origin,
+        recovery.is_some(),
+        &mut warnings,
+    )?;
+    if let (Some(r), Some(u)) = (&mut recovery, &udp) {
+        if u.recovery_opt_in {
+            r.trusted_network_origin = Some(match u.security {
+                super::udp::UdpSecurity::Plaintext => crate::events::Origin::NetworkUnverified,
+                super::udp::UdpSecurity::Secure(_) => crate::events::Origin::NetworkVerified,
+            });
+        }
+    }
     let socket = merged.socket.unwrap_or_else(varta_vlp::default_socket_path);
     let mut config = Config::with_socket(socket);
     let d = &mut config;
@@ -170,6 +186,7 @@ fn build(
     d.audit = audit;
     d.watchdog = watchdog;
     d.metrics = metrics;
+    d.udp = udp;
     d.config_file = config_file;
     d.warnings = warnings;
     d.argv = argv;
@@ -317,5 +334,6 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
     super::recovery::diff(old, new, &mut out);
     super::watchdog::diff(old, new, &mut out);
     super::metrics::diff(old, new, &mut out);
+    super::udp::diff(old, new, &mut out);
     out
 }

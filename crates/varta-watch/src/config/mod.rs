@@ -12,6 +12,7 @@ mod metrics;
 mod recovery;
 mod settings;
 mod types;
+mod udp;
 mod watchdog;
 
 #[cfg(test)]
@@ -21,4 +22,7 @@ pub use error::ConfigError;
 pub use load::{diff, load, reload, Loaded};
 pub use metrics::{read_token, MetricsConfig, DEFAULT_PER_AGENT_METRICS_LIMIT};
 pub use types::*;
+pub use udp::{
+    KeyFiles, UdpConfig, UdpSecurity, DEFAULT_UDP_RCVBUF_BYTES, DEFAULT_UDP_SENDER_CAPACITY,
+};
 pub use watchdog::WatchdogConfig;

@@ -83,6 +83,7 @@ pub(super) fn build<'a>(
                 max_children: merged
                     .recovery_max_children
                     .unwrap_or(DEFAULT_RECOVERY_MAX_CHILDREN),
+                trusted_network_origin: None,
             })
         }
         None => {

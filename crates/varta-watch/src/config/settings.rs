@@ -93,6 +93,17 @@ pub(crate) struct RawSettings {
     pub prom_rate_limit_per_sec: Option<u64>,
     pub prom_rate_limit_burst: Option<u64>,
     pub per_agent_metrics_limit: Option<u64>,
+    pub udp_port: Option<u64>,
+    pub udp_bind_addr: Option<std::net::IpAddr>,
+    pub key_file: Option<PathBuf>,
+    pub accepted_key_file: Option<Vec<PathBuf>>,
+    pub master_key_file: Option<PathBuf>,
+    pub i_accept_plaintext_udp: Option<bool>,
+    pub i_accept_secure_udp_non_loopback: Option<bool>,
+    pub secure_udp_i_accept_recovery_on_unauthenticated_transport: Option<bool>,
+    pub plaintext_udp_i_accept_recovery_on_unauthenticated_transport: Option<bool>,
+    pub udp_sender_capacity: Option<u64>,
+    pub udp_rcvbuf_bytes: Option<u64>,
 }
 
 /// A TOML integer has lost its spelling by the time we see it: `0o600` and
@@ -207,6 +218,17 @@ pub(crate) struct Partial {
     pub prom_rate_limit_per_sec: Option<u32>,
     pub prom_rate_limit_burst: Option<u32>,
     pub per_agent_metrics_limit: Option<u32>,
+    pub udp_port: Option<u16>,
+    pub udp_bind_addr: Option<std::net::IpAddr>,
+    pub key_file: Option<PathBuf>,
+    pub accepted_key_file: Option<Vec<PathBuf>>,
+    pub master_key_file: Option<PathBuf>,
+    pub i_accept_plaintext_udp: Option<bool>,
+    pub i_accept_secure_udp_non_loopback: Option<bool>,
+    pub secure_udp_recovery: Option<bool>,
+    pub plaintext_udp_recovery: Option<bool>,
+    pub udp_sender_capacity: Option<u32>,
+    pub udp_rcvbuf_bytes: Option<usize>,
 }
 
 impl Partial {
@@ -273,6 +295,19 @@ impl Partial {
             per_agent_metrics_limit: self
                 .per_agent_metrics_limit
                 .or(lower.per_agent_metrics_limit),
+            udp_port: self.udp_port.or(lower.udp_port),
+            udp_bind_addr: self.udp_bind_addr.or(lower.udp_bind_addr),
+            key_file: self.key_file.or(lower.key_file),
+            accepted_key_file: self.accepted_key_file.or(lower.accepted_key_file),
+            master_key_file: self.master_key_file.or(lower.master_key_file),
+            i_accept_plaintext_udp: self.i_accept_plaintext_udp.or(lower.i_accept_plaintext_udp),
+            i_accept_secure_udp_non_loopback: self
+                .i_accept_secure_udp_non_loopback
+                .or(lower.i_accept_secure_udp_non_loopback),
+            secure_udp_recovery: self.secure_udp_recovery.or(lower.secure_udp_recovery),
+            plaintext_udp_recovery: self.plaintext_udp_recovery.or(lower.plaintext_udp_recovery),
+            udp_sender_capacity: self.udp_sender_capacity.or(lower.udp_sender_capacity),
+            udp_rcvbuf_bytes: self.udp_rcvbuf_bytes.or(lower.udp_rcvbuf_bytes),
         }
     }
 }
@@ -495,6 +530,49 @@ impl RawSettings {
                 (0, super::metrics::MAX_PER_AGENT_METRICS_LIMIT),
                 " agents",
             )?),
+            udp_port: num(o, "udp-port", self.udp_port, (0, 65_535), "")?
+                .map(|n| u16::try_from(n).unwrap_or(u16::MAX)),
+            udp_bind_addr: self.udp_bind_addr,
+            key_file: path(o, "key-file", self.key_file, None)?,
+            accepted_key_file: match self.accepted_key_file {
+                Some(list) if list.is_empty() => {
+                    return Err(origin.invalid(
+                        "accepted-key-file",
+                        Shown::Text("[]"),
+                        "list at least one key file, or leave the key out",
+                    ))
+                }
+                Some(list) => Some(
+                    list.into_iter()
+                        .map(|p| {
+                            path(o, "accepted-key-file", Some(p), None)
+                                .map(Option::unwrap_or_default)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                None => None,
+            },
+            master_key_file: path(o, "master-key-file", self.master_key_file, None)?,
+            i_accept_plaintext_udp: self.i_accept_plaintext_udp,
+            i_accept_secure_udp_non_loopback: self.i_accept_secure_udp_non_loopback,
+            secure_udp_recovery: self.secure_udp_i_accept_recovery_on_unauthenticated_transport,
+            plaintext_udp_recovery: self
+                .plaintext_udp_i_accept_recovery_on_unauthenticated_transport,
+            udp_sender_capacity: to_u32(num(
+                o,
+                "udp-sender-capacity",
+                self.udp_sender_capacity,
+                (1, super::udp::MAX_UDP_SENDER_CAPACITY),
+                " senders",
+            )?),
+            udp_rcvbuf_bytes: num(
+                o,
+                "udp-rcvbuf-bytes",
+                self.udp_rcvbuf_bytes,
+                (0, MAX_RCVBUF_BYTES),
+                " bytes (0 keeps the kernel default)",
+            )?
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         })
     }
 }

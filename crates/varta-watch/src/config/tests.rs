@@ -144,18 +144,8 @@ const NO_EFFECT_FLAGS: &[&str] = &[
     "--audit-sync-interval-ms",
 ];
 
-/// Original flags for features a later release implements.
-const LATER_FLAGS: &[&str] = &[
-    "--udp-port",
-    "--udp-bind-addr",
-    "--key-file",
-    "--accepted-key-file",
-    "--master-key-file",
-    "--i-accept-plaintext-udp",
-    "--i-accept-secure-udp-non-loopback",
-    "--secure-udp-i-accept-recovery-on-unauthenticated-transport",
-    "--plaintext-udp-i-accept-recovery-on-unauthenticated-transport",
-];
+/// Original flags for features a later release implements (none left).
+const LATER_FLAGS: &[&str] = &[];
 
 fn original_args<'a>(flags: &[(&'a str, Option<&'a str>)]) -> Vec<&'a str> {
     let mut out = Vec::new();
@@ -544,6 +534,13 @@ fn every_original_flag_parses() {
         fs::write(&token, format!("{}\n", "ab".repeat(32))).unwrap();
         fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
     }
+    let key = exec_dir.path().join("udp.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::write(&key, format!("{}\n", "cd".repeat(32))).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let key_str: &'static str = Box::leak(key.display().to_string().into_boxed_str());
     let token_str: &'static str = Box::leak(token.display().to_string().into_boxed_str());
     let exec_file_str: &'static str = Box::leak(exec_file.display().to_string().into_boxed_str());
     // One at a time, so each flag's own warning can be checked in isolation.
@@ -585,6 +582,39 @@ fn every_original_flag_parses() {
             "--recovery-capture-bytes" => {
                 args.extend(["--recovery-exec", "/bin/true", "--recovery-capture-stdio"])
             }
+            // UDP: a listener needs a port plus keys or the plaintext
+            // acknowledgement; each flag in the context it is meant for.
+            "--udp-port" | "--udp-bind-addr" => {
+                args.extend(["--udp-port", "0", "--key-file", key_str])
+            }
+            "--key-file" | "--accepted-key-file" | "--master-key-file" => {
+                args[1] = key_str;
+                args.extend(["--udp-port", "0"]);
+            }
+            "--i-accept-secure-udp-non-loopback" => args.extend([
+                "--udp-port",
+                "0",
+                "--key-file",
+                key_str,
+                "--udp-bind-addr",
+                "0.0.0.0",
+            ]),
+            "--secure-udp-i-accept-recovery-on-unauthenticated-transport" => args.extend([
+                "--udp-port",
+                "0",
+                "--key-file",
+                key_str,
+                "--recovery-exec",
+                "/bin/true",
+            ]),
+            "--i-accept-plaintext-udp" => args.extend(["--udp-port", "0"]),
+            "--plaintext-udp-i-accept-recovery-on-unauthenticated-transport" => args.extend([
+                "--udp-port",
+                "0",
+                "--i-accept-plaintext-udp",
+                "--recovery-exec",
+                "/bin/true",
+            ]),
             f if f.starts_with("--recovery-") || f == "--shutdown-grace-ms" => {
                 args.extend(["--recovery-exec", "/bin/true"])
             }
@@ -594,6 +624,12 @@ fn every_original_flag_parses() {
         if *flag == "--recovery-inherit-env" {
             // Passing every secret to children is worth a warning.
             assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+            continue;
+        }
+        if args.contains(&"--i-accept-plaintext-udp") {
+            // The one warning is the loud plaintext one.
+            assert_eq!(config.warnings.len(), 1, "{flag}: {:?}", config.warnings);
+            assert!(config.warnings[0].starts_with("PLAINTEXT UDP listener"));
             continue;
         }
         let is_compat = NO_EFFECT_FLAGS.contains(flag) || LATER_FLAGS.contains(flag);
@@ -625,6 +661,8 @@ fn every_original_flag_parses() {
         .map(|(f, v)| {
             if f == "--prom-token-file" {
                 (f, Some(token_str))
+            } else if f.ends_with("key-file") {
+                (f, Some(key_str))
             } else {
                 (f, v)
             }
@@ -639,10 +677,28 @@ fn every_original_flag_parses() {
             config.warnings
         );
     }
-    // Plus the one for --recovery-inherit-env.
+    // Plus the one for --recovery-inherit-env, and two for the plaintext
+    // UDP flags that keys make pointless.
+    for flag in [
+        "--i-accept-plaintext-udp",
+        "--plaintext-udp-i-accept-recovery-on-unauthenticated-transport",
+    ] {
+        assert_eq!(
+            warnings_for(&config, flag).len(),
+            1,
+            "{flag}: {:?}",
+            config.warnings
+        );
+    }
     assert_eq!(
         config.warnings.len(),
-        NO_EFFECT_FLAGS.len() + LATER_FLAGS.len() + 1
+        NO_EFFECT_FLAGS.len() + LATER_FLAGS.len() + 3
+    );
+    let udp = config.udp.expect("udp listener");
+    assert!(matches!(udp.security, UdpSecurity::Secure(_)));
+    assert_eq!(
+        config.recovery.and_then(|r| r.trusted_network_origin),
+        Some(crate::events::Origin::NetworkVerified)
     );
 }
 
@@ -852,7 +908,6 @@ fn help_is_grouped_and_complete() {
         H_WATCHDOG,
         H_LIFECYCLE,
         H_NO_EFFECT,
-        H_LATER,
     ];
     let mut last = 0;
     for heading in headings {
@@ -864,7 +919,7 @@ fn help_is_grouped_and_complete() {
     }
     assert!(help.contains("Listener"));
     assert!(help.contains("Compatibility (no effect in this design)"));
-    assert!(help.contains("Compatibility (accepted, not yet active)"));
+    assert!(!help.contains("Compatibility (accepted, not yet active)"));
     for (flag, _) in ORIGINAL_FLAGS {
         assert!(
             help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
@@ -1030,7 +1085,8 @@ fn compat_keys_in_file_warn_and_name_the_file() {
         "read-timeout-ms = 100\neviction_scan_window = 256\nudp-port = 9999\ni-accept-plaintext-udp = true\n",
     );
     let config = run_with_file(&path, &[]);
-    assert_eq!(config.warnings.len(), 4, "{:?}", config.warnings);
+    // Two compatibility keys, and the loud plaintext-UDP warning.
+    assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
     let file = path.display().to_string();
     assert!(
         config.warnings.iter().all(|w| w.contains(&file)),
@@ -1048,7 +1104,7 @@ fn compat_keys_in_file_warn_and_name_the_file() {
 
     // Given both ways, the setting is reported once, as the flag.
     let config = run_with_file(&path, &["--read-timeout-ms", "200"]);
-    assert_eq!(config.warnings.len(), 4);
+    assert_eq!(config.warnings.len(), 3);
     assert_eq!(warnings_for(&config, "--read-timeout-ms").len(), 1);
 }
 
@@ -1373,4 +1429,152 @@ fn prometheus_endpoint_needs_a_valid_token_file() {
         "{:?}",
         c.warnings
     );
+}
+
+/// A 0600 key file with `text` in a fresh directory.
+fn key_file(text: &str) -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k");
+    fs::write(&p, text).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    let s = p.display().to_string();
+    (dir, s)
+}
+
+#[test]
+fn udp_needs_keys_or_the_plaintext_acknowledgement() {
+    let e = fail(&["--udp-port", "9999"]).to_string();
+    assert!(e.contains("--key-file"), "{e}");
+    assert!(e.contains("--i-accept-plaintext-udp"), "{e}");
+    assert!(e.contains("varta keygen"), "{e}");
+
+    let c = run(&["--udp-port", "9999", "--i-accept-plaintext-udp"]);
+    let u = c.udp.unwrap();
+    assert_eq!(u.security, UdpSecurity::Plaintext);
+    assert_eq!(u.addr, "0.0.0.0:9999".parse().unwrap());
+    assert!(c.warnings[0].starts_with("PLAINTEXT UDP listener"));
+
+    let (_d, k) = key_file(&format!("# rotated 2026-11\n{}\n", "0a".repeat(32)));
+    let c = run(&["--udp-port", "9999", "--key-file", &k]);
+    let u = c.udp.unwrap();
+    assert_eq!(u.addr, "127.0.0.1:9999".parse().unwrap());
+    assert_eq!(u.sender_capacity, DEFAULT_UDP_SENDER_CAPACITY);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let c = run(&[
+        "--udp-port",
+        "0",
+        "--udp-bind-addr",
+        "::1",
+        "--master-key-file",
+        &k,
+    ]);
+    assert_eq!(c.udp.unwrap().addr, "[::1]:0".parse().unwrap());
+}
+
+#[test]
+fn secure_udp_beyond_loopback_needs_its_acknowledgement() {
+    let (_d, k) = key_file(&"0a".repeat(32));
+    let e = fail(&[
+        "--udp-port",
+        "1",
+        "--key-file",
+        &k,
+        "--udp-bind-addr",
+        "10.0.0.1",
+    ])
+    .to_string();
+    assert!(e.contains("--i-accept-secure-udp-non-loopback"), "{e}");
+    let c = run(&[
+        "--udp-port",
+        "1",
+        "--key-file",
+        &k,
+        "--udp-bind-addr",
+        "::",
+        "--i-accept-secure-udp-non-loopback",
+    ]);
+    assert_eq!(c.udp.unwrap().addr, "[::]:1".parse().unwrap());
+}
+
+#[test]
+fn recovery_with_a_udp_listener_needs_the_listeners_opt_in() {
+    let (_d, k) = key_file(&"0a".repeat(32));
+    let e = fail(&[
+        "--udp-port",
+        "1",
+        "--key-file",
+        &k,
+        "--recovery-exec",
+        "/bin/true",
+    ])
+    .to_string();
+    assert!(
+        e.contains("--secure-udp-i-accept-recovery-on-unauthenticated-transport"),
+        "{e}"
+    );
+    assert!(e.contains("--udp-port"), "{e}");
+    let e = fail(&[
+        "--udp-port",
+        "1",
+        "--i-accept-plaintext-udp",
+        "--recovery-exec",
+        "/bin/true",
+        // The other listener's opt-in does not count.
+        "--secure-udp-i-accept-recovery-on-unauthenticated-transport",
+    ])
+    .to_string();
+    assert!(
+        e.contains("--plaintext-udp-i-accept-recovery-on-unauthenticated-transport"),
+        "{e}"
+    );
+    // Without the opt-in nothing network-borne is trusted.
+    let c = run(&["--recovery-exec", "/bin/true"]);
+    assert_eq!(c.recovery.unwrap().trusted_network_origin, None);
+}
+
+#[test]
+fn bad_key_files_stop_the_start_without_showing_the_key() {
+    let secret = "0a".repeat(31);
+    let (_d, k) = key_file(&format!("{secret}zz\n"));
+    let e = fail(&["--udp-port", "1", "--key-file", &k]);
+    assert_eq!(e.exit_code(), 2);
+    let msg = e.to_string();
+    assert!(msg.contains("--key-file") && msg.contains(&k), "{msg}");
+    assert!(!msg.contains(&secret), "key material in {msg}");
+    // Two keys where one is expected.
+    let (_d2, k2) = key_file(&format!("{}\n{}\n", "0a".repeat(32), "0b".repeat(32)));
+    assert!(fail(&["--udp-port", "1", "--key-file", &k2])
+        .to_string()
+        .contains("--key-file"));
+    // ... but fine as an accepted-key list.
+    let c = run(&[
+        "--udp-port",
+        "1",
+        "--accepted-key-file",
+        &k2,
+        "--accepted-key-file",
+        &k2,
+    ]);
+    match c.udp.unwrap().security {
+        UdpSecurity::Secure(files) => assert_eq!(files.accepted.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    // Group-readable: the secret-file rules apply.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&k2, fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(fail(&["--udp-port", "1", "--accepted-key-file", &k2])
+        .to_string()
+        .contains("chmod 600"));
+}
+
+#[test]
+fn udp_settings_without_a_port_warn() {
+    let c = run(&["--udp-sender-capacity", "10", "--i-accept-plaintext-udp"]);
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(c.warnings.iter().all(|w| w.contains("without --udp-port")));
+    assert!(fail(&["--udp-sender-capacity", "0"])
+        .to_string()
+        .contains("between 1 and"));
 }

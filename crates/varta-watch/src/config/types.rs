@@ -100,6 +100,10 @@ pub struct RecoveryConfig {
     pub table_capacity: u32,
     /// Recovery children running at once (default 1024).
     pub max_children: u32,
+    /// The network origin whose agents may be recovered too: set when the
+    /// UDP listener's `--…-i-accept-recovery-on-unauthenticated-transport`
+    /// opt-in is given; otherwise only kernel-attested agents are.
+    pub trusted_network_origin: Option<crate::events::Origin>,
 }
 
 /// The tamper-evident recovery audit log.
@@ -158,6 +162,8 @@ pub struct Config {
     pub watchdog: super::watchdog::WatchdogConfig,
     /// The Prometheus endpoint, if any.
     pub metrics: Option<super::metrics::MetricsConfig>,
+    /// The UDP listener, if any.
+    pub udp: Option<super::udp::UdpConfig>,
     /// The TOML file this came from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
     /// One line per accepted-but-ineffective flag: printed as startup warnings.
@@ -191,6 +197,7 @@ impl Config {
             shutdown_grace: Duration::from_millis(5000),
             watchdog: Default::default(),
             metrics: None,
+            udp: None,
             config_file: None,
             warnings: Vec::new(),
             argv: Vec::new(),

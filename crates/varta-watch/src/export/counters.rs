@@ -17,6 +17,10 @@ pub struct Counters {
     decode: [AtomicU64; 8],
     reject: [AtomicU64; RejectReason::ALL.len()],
     recovery: [AtomicU64; RecoveryOutcome::LABELS.len()],
+    /// AEAD opens tried by the secure-UDP listener (every key on every
+    /// datagram), bumped once per receive batch by the listener itself:
+    /// an attempt is not an event worth a line, only a rate.
+    aead_attempts: AtomicU64,
 }
 
 impl Counters {
@@ -49,6 +53,16 @@ impl Counters {
             .map_or(0, |i| self.recovery[i].load(Ordering::Relaxed))
     }
 
+    /// Adds `n` secure-UDP AEAD attempts.
+    pub fn add_aead_attempts(&self, n: u64) {
+        self.aead_attempts.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Secure-UDP AEAD attempts so far.
+    pub fn aead_attempts(&self) -> u64 {
+        self.aead_attempts.load(Ordering::Relaxed)
+    }
+
     /// (kind, count) for every kind, plus `decode_error{kind}` and
     /// `rejected{reason}` breakdowns; for logs and the shutdown summary.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
@@ -75,6 +89,7 @@ impl Counters {
                 c.load(Ordering::Relaxed),
             ));
         }
+        out.push(("aead_attempts".to_string(), self.aead_attempts()));
         out
     }
 }

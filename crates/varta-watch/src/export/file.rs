@@ -604,6 +604,19 @@ fn write_tsv(out: &mut Vec<u8>, ns: u64, event: &Event) -> io::Result<()> {
         // know only its kinds; recovery is in the audit log and the JSON
         // export.
         Event::Recovery { .. } => Ok(()),
+        // Secure-UDP drops (0.2.0 only counted them): our own kinds.
+        Event::DecryptFailure {
+            master: false,
+            from,
+            ..
+        } => writeln!(out, "{ns}\tdecrypt_failure\t-\t-\t-\tshared from={from}"),
+        Event::DecryptFailure { wire_pid, from, .. } => writeln!(
+            out,
+            "{ns}\tdecrypt_failure\t{wire_pid}\t-\t-\tmaster from={from}"
+        ),
+        Event::SenderStateFull { pid } => {
+            writeln!(out, "{ns}\tsender_state_full\t{pid}\t-\t-\t-")
+        }
     }
 }
 
@@ -670,6 +683,15 @@ fn write_json(out: &mut Vec<u8>, ns: u64, wall: SystemTime, event: &Event) -> io
         }
         Event::ClockRegression { back_ns } => write!(out, "\"back_ns={back_ns}\"")?,
         Event::ClockJump { forward_ns } => write!(out, "\"forward_ns={forward_ns}\"")?,
+        Event::DecryptFailure {
+            master,
+            attempts,
+            from,
+            ..
+        } => {
+            let layout = if master { "master" } else { "shared" };
+            write!(out, "\"{layout} attempts={attempts} from={from}\"")?
+        }
         Event::Recovery { child, outcome, .. } => match outcome {
             RecoveryOutcome::ReapedNonzero { code } => {
                 write!(out, "\"{} child={child} code={code}\"", outcome.as_str())?
@@ -684,6 +706,7 @@ fn write_json(out: &mut Vec<u8>, ns: u64, wall: SystemTime, event: &Event) -> io
         | Event::CapacityExceeded { .. }
         | Event::NewLife { .. }
         | Event::NonceWrap { .. }
+        | Event::SenderStateFull { .. }
         | Event::Ctrunc => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b"}\n");

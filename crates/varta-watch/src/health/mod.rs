@@ -375,6 +375,7 @@ mod tests {
                 frame,
                 origin: Origin::KernelAttested,
                 pidns: None,
+                new_session: false,
             };
             t.on_frame(0, inc, &mut NoProbe, &mut bus);
         };

@@ -1,8 +1,10 @@
-//! Where datagrams come in. Today: the kernel-attested Unix socket
-//! ([`uds`]); the UDP listeners of a later release sit beside it and feed
-//! the same tracker with a different [`crate::events::Origin`].
+//! Where datagrams come in: the kernel-attested Unix socket ([`uds`]) and
+//! the UDP listener for network agents ([`udp`]), which feeds the same
+//! tracker with a network [`crate::events::Origin`].
 
 pub mod procfs;
+pub mod udp;
 pub mod uds;
 
+pub use udp::{UdpBindError, UdpDrained, UdpListener};
 pub use uds::{BindError, Drained, UdsListener, UdsPolicy};

@@ -98,6 +98,7 @@ const EMPTY_INCOMING: Incoming = Incoming {
     frame: Frame::new(varta_vlp::Status::Ok, 0, 0, 0, 0),
     origin: Origin::KernelAttested,
     pidns: None,
+    new_session: false,
 };
 
 /// What one received datagram carried besides its bytes.
@@ -430,6 +431,7 @@ impl UdsListener {
             frame,
             origin: Origin::KernelAttested,
             pidns,
+            new_session: false,
         })
     }
 
@@ -452,7 +454,7 @@ impl Drop for UdsListener {
 
 /// Asks for `want` bytes of SO_RCVBUF (root may exceed rmem_max with
 /// SO_RCVBUFFORCE) and returns what the kernel granted.
-fn set_rcvbuf<F: std::os::fd::AsFd>(sock: &F, want: usize) -> usize {
+pub(crate) fn set_rcvbuf<F: std::os::fd::AsFd>(sock: &F, want: usize) -> usize {
     if want > 0 && setsockopt(sock, sockopt::RcvBufForce, &want).is_err() {
         let _ = setsockopt(sock, sockopt::RcvBuf, &want);
     }

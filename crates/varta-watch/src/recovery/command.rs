@@ -109,6 +109,7 @@ mod tests {
             capture_bytes: 4096,
             table_capacity: 16,
             max_children: 16,
+            trusted_network_origin: None,
         }
     }
 

@@ -105,6 +105,7 @@ pub(crate) fn policy_settings(cfg: &RecoveryConfig) -> PolicySettings {
         backoff_cap_ns: RECOVERY_BACKOFF_CAP_MS * 1_000_000,
         table_capacity: cfg.table_capacity,
         max_children: cfg.max_children,
+        trusted_network_origin: cfg.trusted_network_origin,
     }
 }
 
@@ -132,6 +133,7 @@ impl Recovery {
             backoff_cap_ns: 0,
             table_capacity: 1,
             max_children: 1,
+            trusted_network_origin: None,
         };
         let r = runner::Runner {
             poll,

@@ -59,6 +59,9 @@ pub struct PolicySettings {
     pub table_capacity: u32,
     /// Children running at once.
     pub max_children: u32,
+    /// A network origin the operator opted in to recover (UDP listener's
+    /// recovery opt-in); None: only kernel-attested agents.
+    pub trusted_network_origin: Option<Origin>,
 }
 
 /// What to do with a trigger.
@@ -175,10 +178,11 @@ impl Policy {
     /// documented order, and a refusal records nothing — it does not
     /// consume the debounce window or an attempt.
     pub fn decide(&mut self, now_ns: u64, t: Trigger) -> Decision {
+        let s0 = self.settings;
         if t.foreign_ns {
             return Decision::Refused(RefusedReason::CrossNamespaceAgent);
         }
-        if t.origin != Origin::KernelAttested {
+        if t.origin != Origin::KernelAttested && Some(t.origin) != s0.trusted_network_origin {
             return Decision::Refused(RefusedReason::UnauthenticatedTransport);
         }
         if !self.table.contains_key(&t.pid) && !self.make_room(now_ns) {
@@ -360,6 +364,7 @@ mod tests {
             backoff_cap_ns: 60_000 * MS,
             table_capacity: 4,
             max_children: 2,
+            trusted_network_origin: None,
         }
     }
 
@@ -389,6 +394,22 @@ mod tests {
         );
         assert!(p.is_empty());
         assert_eq!(p.decide(0, stall(1)), Decision::Spawn);
+    }
+
+    #[test]
+    fn a_network_origin_is_recovered_only_with_its_opt_in() {
+        let mut p = Policy::new(PolicySettings {
+            trusted_network_origin: Some(Origin::NetworkVerified),
+            ..settings()
+        });
+        let mut t = stall(1);
+        t.origin = Origin::NetworkUnverified;
+        assert_eq!(
+            p.decide(0, t),
+            Decision::Refused(RefusedReason::UnauthenticatedTransport)
+        );
+        t.origin = Origin::NetworkVerified;
+        assert_eq!(p.decide(0, t), Decision::Spawn);
     }
 
     #[test]

@@ -89,6 +89,12 @@ pub struct Incoming {
     pub origin: Origin,
     /// Sender's PID-namespace inode when ingest already read it.
     pub pidns: Option<u32>,
+    /// Network origins only: the sender started a new session (new
+    /// secure-UDP IV prefix; every plaintext-UDP frame). A nonce that went
+    /// backwards after at least a threshold of silence is then a new
+    /// process on that pid rather than a replay. Ignored for the Unix
+    /// socket, where /proc start times decide.
+    pub new_session: bool,
 }
 
 /// What happened to one frame.
@@ -416,27 +422,37 @@ impl Tracker {
         bus: &mut EventBus,
     ) -> bool {
         let s = &mut self.slots[idx as usize];
-        if inc.origin != Origin::KernelAttested || s.start_time == 0 {
-            return false;
-        }
-        match probe.start_time(inc.pid) {
-            Some(st) if st != s.start_time => {
-                s.start_time = st;
-                if let Some(t) = self.tallies.get_mut(idx as usize) {
-                    *t = Tally::default();
-                }
-                s.flags = 0;
-                s.last_nonce = 0;
-                s.last_terminal_ts = 0;
-                s.pidns = inc
-                    .pidns
-                    .or_else(|| probe.pid_namespace(inc.pid))
-                    .unwrap_or(0);
-                bus.emit(now_ns, Event::NewLife { pid: inc.pid });
-                true
+        let pidns = if inc.origin == Origin::KernelAttested {
+            if s.start_time == 0 {
+                return false;
             }
-            _ => false,
+            match probe.start_time(inc.pid) {
+                Some(st) if st != s.start_time => {
+                    s.start_time = st;
+                    inc.pidns
+                        .or_else(|| probe.pid_namespace(inc.pid))
+                        .unwrap_or(0)
+                }
+                _ => return false,
+            }
+        } else {
+            // No /proc for a network agent: a new session after at least a
+            // threshold of silence is the only sign of a new process.
+            let silent = now_ns.saturating_sub(s.last_beat_ns) >= self.settings.threshold_ns;
+            if !(inc.new_session && silent) {
+                return false;
+            }
+            0
+        };
+        if let Some(t) = self.tallies.get_mut(idx as usize) {
+            *t = Tally::default();
         }
+        s.flags = 0;
+        s.last_nonce = 0;
+        s.last_terminal_ts = 0;
+        s.pidns = pidns;
+        bus.emit(now_ns, Event::NewLife { pid: inc.pid });
+        true
     }
 
     /// Moves `idx` from whatever list holds it to the tail of `target`'s.

@@ -31,6 +31,7 @@ fn beat(pid: u32, nonce: u64) -> Incoming {
         frame: Frame::new(Status::Ok, pid, 0, nonce, 0),
         origin: Origin::KernelAttested,
         pidns: None,
+        new_session: false,
     }
 }
 
@@ -40,6 +41,7 @@ fn terminal(pid: u32, ts: u64) -> Incoming {
         frame: Frame::new(Status::Critical, pid, ts, NONCE_TERMINAL, 0),
         origin: Origin::KernelAttested,
         pidns: None,
+        new_session: false,
     }
 }
 
@@ -549,4 +551,50 @@ fn tallies_count_beats_and_stalls_per_life() {
         false
     });
     assert_eq!(n, 1);
+}
+
+#[test]
+fn network_agent_restarting_its_nonce_needs_a_new_session_after_silence() {
+    let (mut t, mut bus, rec) = setup(8);
+    let net = |nonce, new_session| Incoming {
+        origin: Origin::NetworkVerified,
+        new_session,
+        ..beat(30, nonce)
+    };
+    assert_eq!(
+        t.on_frame(0, net(50, true), &mut NoProbe, &mut bus),
+        Verdict::Accepted
+    );
+    // Nonce back to 1 within the threshold: a replay, whatever the flag.
+    assert_eq!(
+        t.on_frame(10 * MS, net(1, true), &mut NoProbe, &mut bus),
+        Verdict::Dropped
+    );
+    // After a threshold of silence, but not a new session: still a replay.
+    assert_eq!(
+        t.on_frame(200 * MS, net(1, false), &mut NoProbe, &mut bus),
+        Verdict::Dropped
+    );
+    // A new session after the silence: a new process on the pid.
+    assert_eq!(
+        t.on_frame(200 * MS, net(1, true), &mut NoProbe, &mut bus),
+        Verdict::Accepted
+    );
+    assert_eq!(
+        t.on_frame(210 * MS, net(2, false), &mut NoProbe, &mut bus),
+        Verdict::Accepted
+    );
+    assert_eq!(
+        rec.kinds(),
+        ["beat", "rejected", "rejected", "new_life", "beat", "beat"]
+    );
+    // A kernel-attested agent ignores the flag (its start time decides).
+    let mut uds = beat(31, 9);
+    t.on_frame(0, uds, &mut NoProbe, &mut bus);
+    uds.frame.nonce = 1;
+    uds.new_session = true;
+    assert_eq!(
+        t.on_frame(500 * MS, uds, &mut NoProbe, &mut bus),
+        Verdict::Dropped
+    );
 }

@@ -53,7 +53,7 @@ use crate::export::file::{FileExportCounters, FileExportStats};
 use crate::http::{Format, HttpCounters};
 use crate::recovery::RecoveryStats;
 
-pub use original::{AMENDED_HELP, RETIRED, UDP_ONLY};
+pub use original::{AMENDED_HELP, RETIRED};
 
 /// Buckets (seconds) of the original's loop and audit-fsync histograms,
 /// preceded by finer ones (our iterations take microseconds). A superset of

@@ -40,17 +40,13 @@ pub const RETIRED: &[(&str, &str)] = &[
     ("varta_signal_handler_install_total", "signals arrive through signal-hook into the event loop; there is no install mode; always {mode=\"direct\"} 1"),
 ];
 
-/// Families of the original fed only by the UDP listeners, which this
-/// release does not have yet: emitted at 0.
-pub const UDP_ONLY: &[&str] = &[
-    "varta_frame_decrypt_failures_total",
-    "varta_sender_state_full_total",
-    "varta_secure_aead_attempts_total",
-];
-
 /// Families whose meaning is the original's but whose original HELP says
 /// something untrue here (a budget we do not have): HELP amended.
-pub const AMENDED_HELP: &[&str] = &["varta_audit_fsync_seconds"];
+pub const AMENDED_HELP: &[&str] = &[
+    "varta_audit_fsync_seconds",
+    // The original force-evicted a sender; ours refuses the new one.
+    "varta_sender_state_full_total",
+];
 
 /// `original` values present in `ours`, in the original's order, then ours
 /// the original did not have.
@@ -90,7 +86,9 @@ const OUTCOMES: [&str; 11] = [
 ];
 
 /// The original's refusal reason for `socket_mode_only`: ours has no
-/// `RefusedReason` for it (no UDP yet); its outcome label is reserved.
+/// `RefusedReason` for it (UDP agents are refused as
+/// `unauthenticated_transport` without the listener's opt-in); its outcome
+/// label is reserved.
 const SOCKET_MODE_ONLY: (&str, &str) = ("socket_mode_only", "refused_socket_mode_only");
 
 const REFUSED_ORDER: [&str; 5] = [
@@ -359,7 +357,7 @@ pub(super) fn encode(
         e,
         "varta_frame_decrypt_failures",
         "Total AEAD decryption/tag-verification failures.",
-        0,
+        c.kind("decrypt_failure"),
     )?;
     counter(
         e,
@@ -370,10 +368,10 @@ pub(super) fn encode(
     counter(
         e,
         "varta_sender_state_full",
-        "Total times the sender-state map was full and an entry was force-evicted.",
-        0,
+        "Total new secure-UDP senders refused because the replay table was full of live senders (a live entry is never evicted).",
+        c.kind("sender_state_full"),
     )?;
-    counter(e, "varta_secure_aead_attempts", "Total ChaCha20-Poly1305 decryption attempts across the loaded key set. The listener trials every loaded key (and the master-key derivation, if configured) on every frame, removing the linear-in-key-index timing side-channel. In steady state this equals frames_received * (keys.len() + master_key_configured as u64).", 0)?;
+    counter(e, "varta_secure_aead_attempts", "Total ChaCha20-Poly1305 decryption attempts across the loaded key set. The listener trials every loaded key (and the master-key derivation, if configured) on every frame, removing the linear-in-key-index timing side-channel. In steady state this equals frames_received * (keys.len() + master_key_configured as u64).", c.aead_attempts())?;
     counters_by(
         e,
         "varta_rate_limited",

@@ -54,22 +54,22 @@ fn main() -> ExitCode {
         "varta-watch listening on {}",
         daemon.socket_path().display()
     );
+    // Bound addresses on stdout, one line each (metrics first, as before
+    // UDP existed), so a script that asked for port 0 can read the port.
+    // Written without println!: a reader that closed the pipe must not
+    // take the observer down.
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    if let Some(addr) = daemon.metrics_addr() {
+        let _ = writeln!(stdout, "metrics: http://{addr}/metrics");
+        let _ = stdout.flush();
+        tracing::info!(%addr, "serving /metrics, /-/healthy and /-/ready on http://{addr}");
+    }
     if let Some((addr, mode)) = daemon.udp_addr() {
-        // stdout, one line, like the metrics address: a script that asked
-        // for port 0 reads the port here.
-        println!("udp: {addr}");
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+        let _ = writeln!(stdout, "udp: {addr}");
+        let _ = stdout.flush();
         let keys = daemon.udp_keys().unwrap_or_default();
         tracing::info!(%addr, mode, keys = %keys, "udp listening on {addr} ({mode})");
-    }
-    if let Some(addr) = daemon.metrics_addr() {
-        // On stdout, one line, so a script that asked for port 0 can read
-        // the port; and in the log for operators.
-        println!("metrics: http://{addr}/metrics");
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        tracing::info!(%addr, "serving /metrics, /-/healthy and /-/ready on http://{addr}");
     }
     match daemon.run() {
         Ok(()) => ExitCode::SUCCESS,

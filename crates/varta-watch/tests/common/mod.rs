@@ -248,6 +248,26 @@ impl Observer {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Where the UDP listener is bound (for `--udp-port 0`): waits for the
+    /// `udp listening on IP:PORT` log line and parses the address from it.
+    pub fn udp_addr(&self) -> std::net::SocketAddr {
+        let mut addr = None;
+        self.wait_until("udp listening on IP:PORT", || {
+            addr = self
+                .stderr()
+                .split("udp listening on ")
+                .nth(1)
+                .and_then(|rest| {
+                    rest.split(|c: char| c.is_whitespace() || matches!(c, '"' | ',' | ';' | ')'))
+                        .next()?
+                        .parse()
+                        .ok()
+                });
+            addr.is_some()
+        });
+        addr.unwrap()
+    }
+
     /// Export lines split on tabs.
     pub fn lines(&self) -> Vec<Vec<String>> {
         let Ok(f) = std::fs::File::open(&self.export) else {

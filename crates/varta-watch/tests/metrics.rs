@@ -150,3 +150,59 @@ fn scrape_of_the_real_observer() {
     }
     obs.kill().unwrap();
 }
+
+#[test]
+fn secure_udp_counters_reach_metrics() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("accepted.keys");
+    let (k1, k2, wrong) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    let hex = |k: &[u8; 32]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    std::fs::write(&keys, format!("{}\n{}\n", hex(&k1), hex(&k2))).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A free port for the listener (the stdout line read by the helper is
+    // the metrics one).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let obs = common::start_metrics_observer(
+        dir.path(),
+        TOKEN,
+        &[
+            "--udp-port",
+            &port,
+            "--accepted-key-file",
+            keys.to_str().unwrap(),
+        ],
+    );
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect(format!("127.0.0.1:{port}")).unwrap();
+    let seal = |k: &[u8; 32], iv: u8| {
+        let f = varta_vlp::Frame::new(varta_vlp::Status::Ok, 9090, 1, u64::from(iv), 0);
+        varta_vlp::seal_shared(&varta_vlp::Key::from_bytes(*k), [iv; 8], 0, &f.to_bytes())
+    };
+    s.send(&seal(&wrong, 1)).unwrap();
+    s.send(&seal(&wrong, 2)).unwrap();
+    s.send(&[0u8; 64]).unwrap(); // master layout, no master key: 0 attempts
+    s.send(&seal(&k2, 3)).unwrap();
+    let start = Instant::now();
+    let body = loop {
+        let (code, body) = get(obs.addr, "/metrics", true);
+        assert_eq!(code, 200);
+        if sample(&body, "varta_beats_total{pid=\"9090\"}") == Some(1.0) {
+            break body;
+        }
+        assert!(start.elapsed() < PATIENCE, "beat never counted:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        sample(&body, "varta_frame_decrypt_failures_total"),
+        Some(3.0)
+    );
+    // Both keys on each of the three 60-byte datagrams.
+    assert_eq!(sample(&body, "varta_secure_aead_attempts_total"), Some(6.0));
+    assert_eq!(sample(&body, "varta_sender_state_full_total"), Some(0.0));
+}

@@ -348,6 +348,12 @@ impl Daemon {
                         tracker_capacity: config.tracker_capacity,
                         granted_rcvbuf: listener.granted_rcvbuf(),
                         per_agent_limit: m.per_agent_limit,
+                        udp_sender_capacity: match &config.udp {
+                            Some(u) if matches!(u.security, config::UdpSecurity::Secure(_)) => {
+                                u.sender_capacity
+                            }
+                            _ => 0,
+                        },
                     },
                     health.clone(),
                 )

@@ -205,4 +205,9 @@ fn secure_udp_counters_reach_metrics() {
     // Both keys on each of the three 60-byte datagrams.
     assert_eq!(sample(&body, "varta_secure_aead_attempts_total"), Some(6.0));
     assert_eq!(sample(&body, "varta_sender_state_full_total"), Some(0.0));
+    assert_eq!(sample(&body, "varta_udp_sender_state_entries"), Some(1.0));
+    assert_eq!(
+        sample(&body, "varta_udp_sender_state_capacity"),
+        Some(65536.0)
+    );
 }

@@ -21,6 +21,9 @@ pub struct Counters {
     /// datagram), bumped once per receive batch by the listener itself:
     /// an attempt is not an event worth a line, only a rate.
     aead_attempts: AtomicU64,
+    /// Secure-UDP senders with replay state now (a gauge, set by the
+    /// listener after each batch).
+    udp_senders: AtomicU64,
 }
 
 impl Counters {
@@ -56,6 +59,16 @@ impl Counters {
     /// Adds `n` secure-UDP AEAD attempts.
     pub fn add_aead_attempts(&self, n: u64) {
         self.aead_attempts.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records how many secure-UDP senders have replay state.
+    pub fn set_udp_senders(&self, n: u64) {
+        self.udp_senders.store(n, Ordering::Relaxed);
+    }
+
+    /// Secure-UDP senders with replay state.
+    pub fn udp_senders(&self) -> u64 {
+        self.udp_senders.load(Ordering::Relaxed)
     }
 
     /// Secure-UDP AEAD attempts so far.

@@ -262,6 +262,8 @@ pub struct MetricsSources {
     pub granted_rcvbuf: usize,
     /// `--per-agent-metrics-limit`.
     pub per_agent_limit: u32,
+    /// `--udp-sender-capacity` of a secure UDP listener (0: none).
+    pub udp_sender_capacity: u32,
 }
 
 /// One agent's per-pid series.
@@ -354,6 +356,7 @@ struct Shared {
     tracker_capacity: u32,
     granted_rcvbuf: usize,
     per_agent_limit: u32,
+    udp_sender_capacity: u32,
     /// Sum of `Snapshot::overflow` over rendered bodies.
     overflow_total: AtomicU64,
     /// Set by `render` for the duration of one encode.
@@ -414,6 +417,7 @@ impl MetricsRenderer {
             tracker_capacity: sources.tracker_capacity,
             granted_rcvbuf: sources.granted_rcvbuf,
             per_agent_limit: sources.per_agent_limit,
+            udp_sender_capacity: sources.udp_sender_capacity,
             overflow_total: AtomicU64::new(0),
             scrape: Mutex::new(None),
         });

@@ -43,6 +43,18 @@ pub(super) fn encode(e: &mut DescriptorEncoder, s: &Shared, snap: &Snapshot) -> 
     )?;
     gauge(
         e,
+        "varta_udp_sender_state_entries",
+        "Secure-UDP senders (pids) holding replay state now.",
+        c.udp_senders(),
+    )?;
+    gauge(
+        e,
+        "varta_udp_sender_state_capacity",
+        "Most secure-UDP senders with replay state (--udp-sender-capacity; 0 without a secure UDP listener). New senders beyond it are refused while every entry is live.",
+        s.udp_sender_capacity,
+    )?;
+    gauge(
+        e,
         "varta_per_agent_metrics_limit",
         "Per-pid series are rendered for at most this many agents (--per-agent-metrics-limit).",
         s.per_agent_limit,

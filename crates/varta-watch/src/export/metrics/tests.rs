@@ -48,6 +48,7 @@ fn fixture() -> Fixture {
         tracker_capacity: 256,
         granted_rcvbuf: 2_097_152,
         per_agent_limit: 10_000,
+        udp_sender_capacity: 0,
     });
     Fixture {
         renderer,

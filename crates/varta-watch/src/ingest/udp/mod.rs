@@ -250,6 +250,7 @@ impl UdpListener {
             }
             if attempts > 0 {
                 self.counters.add_aead_attempts(attempts);
+                self.counters.set_udp_senders(self.replay.len() as u64);
             }
             let mut verdicts = [Verdict::Dropped; BATCH];
             tracker.on_batch(now_ns, &batch[..n], &mut NoProbe, bus, &mut verdicts[..n]);

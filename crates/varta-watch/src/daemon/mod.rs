@@ -24,12 +24,14 @@ use crate::export::counters::{Counters, CountingSink};
 use crate::export::log::LogSink;
 use crate::export::metrics::endpoint::{MetricsEndpoint, OvershootSink};
 use crate::export::metrics::{MetricsSources, Observations, Stage};
-use crate::health::notify::{Notifier, SystemdEnv};
-use crate::health::supervisor::{self, Plan, Supervisor};
+use crate::health::notify::SystemdEnv;
 use crate::health::{self, hw, LoopHealth, Pulse};
 use crate::ingest::{BindError, UdpBindError, UdpListener, UdsListener, UdsPolicy};
 use crate::recovery::{Recovery, RecoveryStats};
 use crate::tracker::{Tracker, TrackerSettings};
+
+mod reload;
+mod watching;
 
 const UDS: Token = Token(0);
 const TIMER: Token = Token(1);
@@ -130,22 +132,6 @@ fn tracker_settings(cfg: &Config, own_pidns: u32) -> TrackerSettings {
         global_beat_burst: cfg.global_beat_burst,
         own_pidns,
         allow_cross_namespace: cfg.allow_cross_namespace_agents,
-    }
-}
-
-/// Whether two UDP settings describe the same bound listener (what a
-/// reload cannot change without a restart); key-file paths and the
-/// recovery opt-in may differ.
-fn udp_same_listener(a: &Option<config::UdpConfig>, b: &Option<config::UdpConfig>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => {
-            a.addr == b.addr
-                && a.mode() == b.mode()
-                && a.sender_capacity == b.sender_capacity
-                && a.rcvbuf_bytes == b.rcvbuf_bytes
-        }
-        _ => false,
     }
 }
 
@@ -604,98 +590,10 @@ impl Daemon {
         result
     }
 
-    /// Sets up everything that watches the loop: the liveness tick, the
-    /// watchdog thread (systemd pings and status, self-watchdog, heartbeat
-    /// file), then tells systemd we are ready. Returns the thread and the
-    /// notifier (for `STOPPING=1`).
-    fn start_watching(
-        &mut self,
-    ) -> Result<(Option<Supervisor>, Option<Arc<Notifier>>), DaemonError> {
-        let notifier = self.systemd.notifier.take().map(Arc::new);
-        let systemd_watchdog = self.systemd.watchdog;
-        let self_watchdog = self.config.watchdog.self_watchdog.or_else(|| {
-            systemd_watchdog.map(|w| {
-                tracing::info!(
-                    watchdog_usec = w.as_micros() as u64,
-                    "systemd watchdog is on; self-watchdog set to {} s (--self-watchdog-secs overrides)",
-                    AUTO_SELF_WATCHDOG.as_secs()
-                );
-                AUTO_SELF_WATCHDOG
-            })
-        });
-        let plan = Plan {
-            ping_every: systemd_watchdog
-                .filter(|_| notifier.is_some())
-                .map(|w| w / 2),
-            notifier: notifier.clone(),
-            self_watchdog,
-            heartbeat: self.config.watchdog.heartbeat_file.clone(),
-        };
-        let tick = (plan.needs_ticks() || self.pulse.has_hw() || self.want_liveness)
-            .then(|| health::tick_for(systemd_watchdog));
-        let now = self.now();
-        // Before the thread starts: it sizes its alive window on the tick.
-        self.pulse.configure(tick, notifier.is_some(), now);
-        if let Some(t) = tick {
-            tracing::info!(
-                tick_ms = t.as_millis() as u64,
-                self_watchdog_secs = self_watchdog.map(|d| d.as_secs()),
-                heartbeat_file = self
-                    .config
-                    .watchdog
-                    .heartbeat_file
-                    .as_ref()
-                    .map(|p| p.display().to_string()),
-                systemd_watchdog_ms = systemd_watchdog.map(|d| d.as_millis() as u64),
-                "loop liveness watched"
-            );
-        }
-        let watchdog = if plan.is_empty() {
-            None
-        } else {
-            let tick = tick.unwrap_or(health::DEFAULT_TICK);
-            Some(
-                Supervisor::start(plan, self.health.clone(), tick)
-                    .map_err(os("cannot start the watchdog thread"))?,
-            )
-        };
-        if let Some(n) = &notifier {
-            let (live, stalled, exited) = self.tracker.counts();
-            let msg = format!(
-                "READY=1\n{}",
-                supervisor::status_line(live, stalled, exited)
-            );
-            if let Err(e) = n.send(&msg) {
-                tracing::warn!(notify_socket = n.target(), error = %e, "cannot notify systemd that the observer is ready");
-            }
-        }
-        Ok((watchdog, notifier))
-    }
-
     /// The address `/metrics` is served on, if any (the real port when 0
     /// was asked for).
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics.as_ref().map(|m| m.server.local_addr())
-    }
-
-    /// SIGHUP: re-read the running UDP listener's key files (the key-file
-    /// paths of `new`, when the listener itself stays). On error the old
-    /// keys stay.
-    fn reload_udp_keys(&mut self, new: &Config) {
-        let (Some(u), Some(cfg)) = (&mut self.udp, &new.udp) else {
-            return;
-        };
-        if !udp_same_listener(&self.config.udp, &new.udp) {
-            return;
-        }
-        match u.reload_keys(&cfg.security) {
-            Ok(Some(keys)) => tracing::info!(keys = %keys, "reload: UDP keys re-read"),
-            Ok(None) => {}
-            Err(e) => tracing::error!(
-                error = %e,
-                "reload: cannot read the UDP key files; the listener keeps its current keys"
-            ),
-        }
     }
 
     /// A scrape is waiting: copy what it needs out of the tracker.
@@ -792,96 +690,5 @@ impl Daemon {
             }
         }
         stop
-    }
-
-    /// SIGHUP: re-read the config file and re-apply what can change at
-    /// runtime. A bad file keeps the old configuration.
-    fn reload(&mut self, now: u64) {
-        let new = match config::reload(&self.config) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "reload failed; keeping the current configuration (and the current UDP keys)");
-                return;
-            }
-        };
-        // Key files are re-read on every SIGHUP: rotating a key changes the
-        // file, not the configuration.
-        self.reload_udp_keys(&new);
-        let changes = config::diff(&self.config, &new);
-        if changes.is_empty() {
-            tracing::info!("reload: no changes");
-            return;
-        }
-        let needs_restart = new.socket != self.config.socket
-            || new.socket_mode != self.config.socket_mode
-            || new.uds_rcvbuf_bytes != self.config.uds_rcvbuf_bytes
-            || new.tracker_capacity != self.config.tracker_capacity
-            || new.clock_source != self.config.clock_source
-            || new.log_format != self.config.log_format
-            || new.recovery.is_some() != self.config.recovery.is_some()
-            || new.audit != self.config.audit
-            || new.watchdog != self.config.watchdog
-            || !udp_same_listener(&self.config.udp, &new.udp);
-        if needs_restart {
-            tracing::warn!("reload: socket, socket-mode, uds-rcvbuf-bytes, tracker-capacity, clock-source, log-format, the audit log, turning recovery on or off, heartbeat-file, self-watchdog-secs, hw-watchdog and the UDP listener's port, address, mode, sender capacity and receive buffer only change on restart; those changes are ignored");
-        }
-        if new.export != self.config.export {
-            match (self.sink_factory)(&new) {
-                Ok(sinks) => {
-                    self.bus.end_of_batch(now);
-                    self.bus.truncate(self.base_sinks);
-                    for s in sinks {
-                        self.bus.add(s);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "reload: cannot open the new export; keeping the current configuration");
-                    return;
-                }
-            }
-        }
-        let mut applied = new;
-        // Restart-only settings keep their running values.
-        applied.socket = self.config.socket.clone();
-        applied.socket_mode = self.config.socket_mode;
-        applied.uds_rcvbuf_bytes = self.config.uds_rcvbuf_bytes;
-        applied.tracker_capacity = self.config.tracker_capacity;
-        applied.clock_source = self.config.clock_source;
-        applied.log_format = self.config.log_format;
-        if applied.recovery.is_some() != self.config.recovery.is_some() {
-            applied.recovery = self.config.recovery.clone();
-        }
-        applied.audit = self.config.audit.clone();
-        applied.watchdog = self.config.watchdog.clone();
-        if !udp_same_listener(&self.config.udp, &applied.udp) {
-            applied.udp = self.config.udp.clone();
-        }
-        if let (Some(r), Some(cfg)) = (&self.recovery, &applied.recovery) {
-            if self.config.recovery.as_ref() != Some(cfg) && !r.reconfigure(cfg) {
-                tracing::error!("reload: the recovery thread is busy; the new recovery settings were not applied, try again");
-                applied.recovery = self.config.recovery.clone();
-            }
-        }
-        self.tracker
-            .reconfigure(tracker_settings(&applied, self.listener.own_pidns()));
-        self.threshold_ns.store(
-            u64::try_from(applied.threshold.as_nanos()).unwrap_or(u64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        self.listener.set_policy(UdsPolicy {
-            allow_cross_namespace: applied.allow_cross_namespace_agents,
-        });
-        if let Some(u) = &mut self.udp {
-            u.set_threshold(u64::try_from(applied.threshold.as_nanos()).unwrap_or(u64::MAX));
-        }
-        self.shutdown_at = applied
-            .shutdown_after
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        // A shorter threshold may make the next stall earlier than armed.
-        self.armed = None;
-        for c in &changes {
-            tracing::info!(change = %c, "reload applied");
-        }
-        self.config = applied;
     }
 }

@@ -1,5 +1,6 @@
 //! The optional TOML config file (`--config`). Keys are the long flag names
-//! without dashes; snake_case spellings are accepted too.
+//! without dashes; snake_case spellings are accepted too. The one key that
+//! is not a flag is `agent`: the `[[agent]]` per-agent rules (rules.rs).
 
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use serde::Deserialize;
 
 use super::cli::{self, CompatFlag};
 use super::error::ConfigError;
+use super::rules::{self, Rules};
 use super::settings::RawSettings;
 
 /// What the file asked for, not yet validated.
@@ -17,6 +19,8 @@ pub(crate) struct FileSettings {
     pub raw: RawSettings,
     /// Compatibility keys present (any value is accepted for them).
     pub compat: Vec<&'static CompatFlag>,
+    /// The `[[agent]]` rules, validated (empty when there are none).
+    pub rules: Rules,
 }
 
 /// Reads and parses the file at `path`.
@@ -40,9 +44,12 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<FileSettings, ConfigError
     let known = implemented_keys();
     let mut settings = toml::Table::new();
     let mut compat = Vec::new();
+    let mut agent_rules = None;
     for (key, value) in doc {
         let canonical = key.replace('_', "-");
-        if let Some(flag) = cli::compat(&canonical) {
+        if canonical == "agent" {
+            agent_rules = Some(value);
+        } else if let Some(flag) = cli::compat(&canonical) {
             if compat.iter().any(|f: &&CompatFlag| f.name == flag.name) {
                 return Err(err(duplicate(&key, &canonical)));
             }
@@ -56,14 +63,22 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<FileSettings, ConfigError
             return Err(err(format!(
                 "unknown key '{key}': a config file cannot name another config file"
             )));
+        } else if canonical == "agents" {
+            return Err(err(format!(
+                "unknown key '{key}': per-agent rules are written as [[agent]] tables"
+            )));
         } else {
             return Err(err(format!(
-                "unknown key '{key}' (keys are the long flag names of --help without the leading dashes)"
+                "unknown key '{key}' (keys are the long flag names of --help without the leading dashes, and [[agent]] rules)"
             )));
         }
     }
     let raw = deserialize(&settings).map_err(err)?;
-    Ok(FileSettings { raw, compat })
+    let rules = match agent_rules {
+        Some(value) => rules::parse(path, value)?,
+        None => Rules::default(),
+    };
+    Ok(FileSettings { raw, compat, rules })
 }
 
 fn duplicate(key: &str, canonical: &str) -> String {

@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::cli::{self, CompatFlag, Parsed};
 use super::error::ConfigError;
@@ -139,11 +140,25 @@ fn build(
         super::recovery::build(&merged, &from_flags, &origin, &mut warnings)?;
     let watchdog = super::watchdog::build(&merged);
     let metrics = super::metrics::build(&merged, &from_flags, &origin, &mut warnings)?;
+    let threshold = merged
+        .threshold
+        .unwrap_or(Duration::from_millis(super::types::DEFAULT_THRESHOLD_MS));
+    let rules = file_settings.rules;
+    super::rules::check(
+        &rules,
+        file_path,
+        threshold,
+        recovery.is_some(),
+        merged.recovery_inherit_env.unwrap_or(false),
+        &mut warnings,
+    )?;
+    // A rule's recovery-exec may run for network agents too, so it needs
+    // the UDP listener's recovery opt-in like a global command does.
     let udp = super::udp::build(
         &merged,
         &from_flags,
         &origin,
-        recovery.is_some(),
+        recovery.is_some() || rules.may_recover_network_agents(),
         &mut warnings,
     )?;
     if let (Some(r), Some(u)) = (&mut recovery, &udp) {
@@ -187,6 +202,7 @@ fn build(
     d.watchdog = watchdog;
     d.metrics = metrics;
     d.udp = udp;
+    d.rules = rules;
     d.config_file = config_file;
     d.warnings = warnings;
     d.argv = argv;
@@ -219,8 +235,9 @@ fn compat_warnings(
 }
 
 /// One line per setting that differs, named like its flag, e.g.
-/// `threshold-ms: 5000 -> 2000`. Warnings and the stored argv are not
-/// settings and are ignored.
+/// `threshold-ms: 5000 -> 2000`; changed `[[agent]]` rules as
+/// `agent rules: 2 -> 3 rules (changed: #3)` and one line per changed rule.
+/// Warnings and the stored argv are not settings and are ignored.
 pub fn diff(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let mut field = |name: &str, a: String, b: String| {
@@ -335,5 +352,6 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
     super::watchdog::diff(old, new, &mut out);
     super::metrics::diff(old, new, &mut out);
     super::udp::diff(old, new, &mut out);
+    super::rules::diff(&old.rules, &new.rules, &mut out);
     out
 }

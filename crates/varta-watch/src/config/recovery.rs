@@ -220,7 +220,7 @@ pub(super) fn build<'a>(
 /// A recovery program that cannot be executed now would fail at every
 /// stall; say so at startup (a warning, not an error: it may be installed
 /// before the first stall).
-fn program_warning(template: &str, inherit_env: bool) -> Option<String> {
+pub(super) fn program_warning(template: &str, inherit_env: bool) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let program = template.split_ascii_whitespace().next()?;
     let candidates: Vec<std::path::PathBuf> = if program.contains('/') {

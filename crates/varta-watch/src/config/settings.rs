@@ -577,7 +577,8 @@ impl RawSettings {
     }
 }
 
-fn ms(
+/// `value` in `range` milliseconds, as a duration; the error names `key`.
+pub(super) fn ms(
     origin: Origin<'_>,
     key: &str,
     value: Option<u64>,
@@ -620,7 +621,9 @@ pub(crate) fn parse_env(s: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
-fn num(
+/// `value` in the inclusive `range`; the error names `key` and says the
+/// range with `unit` after it.
+pub(super) fn num(
     origin: Origin<'_>,
     key: &str,
     value: Option<u64>,
@@ -640,7 +643,8 @@ fn num(
     }
 }
 
-fn text<T>(
+/// `value` through `parse`; the error names `key` and quotes the value.
+pub(super) fn text<T>(
     origin: Origin<'_>,
     key: &str,
     value: Option<String>,

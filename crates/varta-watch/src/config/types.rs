@@ -164,6 +164,9 @@ pub struct Config {
     pub metrics: Option<super::metrics::MetricsConfig>,
     /// The UDP listener, if any.
     pub udp: Option<super::udp::UdpConfig>,
+    /// Per-agent policy rules (`[[agent]]` tables of the config file; none
+    /// without a file). Agents no rule matches use the settings above.
+    pub rules: super::rules::Rules,
     /// The TOML file this came from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
     /// One line per accepted-but-ineffective flag: printed as startup warnings.
@@ -179,7 +182,7 @@ impl Config {
         Config {
             socket,
             socket_mode: 0o600,
-            threshold: Duration::from_millis(5000),
+            threshold: Duration::from_millis(DEFAULT_THRESHOLD_MS),
             uds_rcvbuf_bytes: 4 * 1024 * 1024,
             tracker_capacity: 65_536,
             eviction_policy: EvictionPolicy::Strict,
@@ -198,6 +201,7 @@ impl Config {
             watchdog: Default::default(),
             metrics: None,
             udp: None,
+            rules: Default::default(),
             config_file: None,
             warnings: Vec::new(),
             argv: Vec::new(),
@@ -207,6 +211,8 @@ impl Config {
 
 /// Largest accepted `--tracker-capacity`.
 pub const MAX_TRACKER_CAPACITY: u32 = 4_194_304;
+/// Default `--threshold-ms`.
+pub const DEFAULT_THRESHOLD_MS: u64 = 5000;
 /// Smallest accepted `--threshold-ms`.
 pub const MIN_THRESHOLD_MS: u64 = 10;
 

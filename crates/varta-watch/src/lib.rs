@@ -7,7 +7,8 @@
 //!
 //! Layout: [`config`] (flags, TOML, validation), [`ingest`] (sockets and
 //! kernel attestation), [`tracker`] (agent state, nonce rules, deadlines),
-//! [`events`] (the one event stream), [`export`] (sinks), [`health`] (the
+//! [`events`] (the one event stream), [`export`] (sinks), [`identity`]
+//! (what an agent is: unit, container, name), [`health`] (the
 //! loop's liveness: systemd, watchdogs, heartbeat file), [`daemon`] (the
 //! event loop that ties them together).
 #![deny(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod events;
 pub mod export;
 pub mod health;
 pub mod http;
+pub mod identity;
 pub mod ingest;
 pub mod recovery;
 pub mod tracker;

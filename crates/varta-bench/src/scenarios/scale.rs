@@ -62,6 +62,7 @@ fn beat_all(t: &mut Tracker, bus: &mut EventBus, now: u64, pids: &[u32], nonce: 
             origin: Origin::KernelAttested,
             pidns: None,
             new_session: false,
+            peer: None,
         }));
         // One receive time per batch, like one wake-up of the daemon.
         t.on_batch(

@@ -376,6 +376,7 @@ mod tests {
                 origin: Origin::KernelAttested,
                 pidns: None,
                 new_session: false,
+                peer: None,
             };
             t.on_frame(0, inc, &mut NoProbe, &mut bus);
         };

@@ -1,5 +1,6 @@
 //! Facts about processes that only `/proc` knows: start time (pid
-//! recycling), PID namespace (cross-namespace agents) and `pid_max`.
+//! recycling), PID namespace (cross-namespace agents), `pid_max`, and
+//! identity (comm, exe, uid, unit, container: [`crate::identity::procread`]).
 
 use std::io::Read;
 
@@ -77,6 +78,10 @@ impl ProcessProbe for ProcFs {
         path.push("ns/pid");
         ns_inode(&path)
     }
+
+    fn identity(&mut self, pid: u32) -> Option<crate::identity::RawIdentity> {
+        crate::identity::procread::read(&self.root, pid)
+    }
 }
 
 #[cfg(test)]
@@ -99,5 +104,8 @@ mod tests {
         assert_eq!(p.pid_namespace(me), p.own_pid_namespace());
         assert!(p.pid_max().unwrap() >= 32768);
         assert!(p.start_time(u32::MAX).is_none());
+        let id = p.identity(me).expect("own identity");
+        assert_eq!(id.uid, Some(rustix::process::getuid().as_raw()));
+        assert!(p.identity(u32::MAX).is_none());
     }
 }

@@ -99,6 +99,7 @@ const EMPTY_INCOMING: Incoming = Incoming {
     origin: Origin::KernelAttested,
     pidns: None,
     new_session: false,
+    peer: None,
 };
 
 /// What one received datagram carried besides its bytes.
@@ -432,6 +433,7 @@ impl UdsListener {
             origin: Origin::KernelAttested,
             pidns,
             new_session: false,
+            peer: None,
         })
     }
 

@@ -85,6 +85,35 @@ impl List {
         self.len -= 1;
     }
 
+    /// Inserts `idx` (on no list) right after `after`, a member of this
+    /// list, or at the head when `after` is `NIL`.
+    #[inline]
+    pub fn insert_after<S: Linked>(&mut self, slots: &mut [S], after: u32, idx: u32) {
+        let next = if after == NIL {
+            self.head
+        } else {
+            slots[after as usize].next()
+        };
+        slots[idx as usize].set_links(after, next);
+        if after == NIL {
+            self.head = idx;
+        } else {
+            slots[after as usize].set_next(idx);
+        }
+        if next == NIL {
+            self.tail = idx;
+        } else {
+            slots[next as usize].set_prev(idx);
+        }
+        self.len += 1;
+    }
+
+    /// Youngest member.
+    #[inline]
+    pub fn tail(&self) -> Option<u32> {
+        (self.tail != NIL).then_some(self.tail)
+    }
+
     /// Removes and returns the head.
     #[inline]
     pub fn pop_front<S: Linked>(&mut self, slots: &mut [S]) -> Option<u32> {
@@ -139,7 +168,7 @@ mod tests {
     proptest! {
         /// The list behaves like a VecDeque model under random push/remove/pop.
         #[test]
-        fn matches_model(ops in proptest::collection::vec((0u8..3, 0u32..16), 0..200)) {
+        fn matches_model(ops in proptest::collection::vec((0u8..4, 0u32..16), 0..200)) {
             let mut slots = vec![N::default(); 16];
             let mut list = List::default();
             let mut model: std::collections::VecDeque<u32> = Default::default();
@@ -154,6 +183,13 @@ mod tests {
                         model.retain(|&x| x != idx);
                     }
                     2 => prop_assert_eq!(list.pop_front(&mut slots), model.pop_front()),
+                    3 if !model.contains(&idx) => {
+                        // After the member at position idx % len, or at the head.
+                        let at = if model.is_empty() { 0 } else { idx as usize % (model.len() + 1) };
+                        let after = if at == 0 { NIL } else { model[at - 1] };
+                        list.insert_after(&mut slots, after, idx);
+                        model.insert(at, idx);
+                    }
                     _ => {}
                 }
                 prop_assert_eq!(list.iter(&slots).collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());

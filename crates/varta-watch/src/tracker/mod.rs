@@ -2,16 +2,18 @@
 //!
 //! - O(1) per beat: a hash lookup, a nonce comparison, and moving the slot
 //!   to the tail of the live list.
-//! - Stall detection is O(stalls): every agent shares one threshold, so the
-//!   live list ordered by last beat *is* the deadline queue — its head is
-//!   the next agent to stall. (Per-agent thresholds, on the roadmap, become
-//!   one such list per distinct threshold.)
+//! - Stall detection is O(stalls): agents of one policy class share one
+//!   threshold (and startup grace), so a live list ordered by last beat *is*
+//!   a deadline queue — its head is the next agent to stall. There is one
+//!   such list per class and phase ([`live::LiveSet`]), at most 64, and a
+//!   slot's class lives in spare bits of its flags.
 //! - Memory is bounded by `--tracker-capacity`: slots (64 B each) and the
 //!   index are reserved up front; hostile traffic can only fill them, and a
 //!   full tracker evicts or refuses per `--tracker-eviction-policy`.
 
 mod index;
 mod lists;
+mod live;
 mod rate;
 mod slot;
 
@@ -21,8 +23,10 @@ use crate::config::EvictionPolicy;
 use crate::events::{Event, EventBus, Origin, RejectReason};
 use index::PidIndex;
 use lists::{List, NIL};
+pub use live::ClassTimeouts;
+use live::LiveSet;
 pub use rate::{PidBucket, TokenBucket};
-pub use slot::{Slot, SlotState, HAS_NONCE, HAS_TERMINAL};
+pub use slot::{Slot, SlotState, HAS_NONCE, HAS_TERMINAL, IN_GRACE, MAX_CLASSES, POLICY_BITS};
 
 /// Nonce wrap window of spec §4: `last ≥ u64::MAX − 2^20` and `new < 2^20`.
 const WRAP_WINDOW: u64 = 1 << 20;
@@ -64,6 +68,11 @@ pub trait ProcessProbe {
     fn start_time(&mut self, pid: u32) -> Option<u64>;
     /// PID-namespace inode of `pid`, None if unreadable.
     fn pid_namespace(&mut self, pid: u32) -> Option<u32>;
+    /// What `pid` is (comm, executable, uid, systemd unit, container), for
+    /// naming it; None if it is gone (the caller names it `unknown`). No
+    /// default: a probe that can read `/proc` must not silently name every
+    /// agent `unknown`. See [`crate::identity`].
+    fn identity(&mut self, pid: u32) -> Option<crate::identity::RawIdentity>;
 }
 
 /// A probe that knows nothing (network origins, tests).
@@ -74,6 +83,9 @@ impl ProcessProbe for NoProbe {
         None
     }
     fn pid_namespace(&mut self, _pid: u32) -> Option<u32> {
+        None
+    }
+    fn identity(&mut self, _pid: u32) -> Option<crate::identity::RawIdentity> {
         None
     }
 }
@@ -95,6 +107,23 @@ pub struct Incoming {
     /// process on that pid rather than a replay. Ignored for the Unix
     /// socket, where /proc start times decide.
     pub new_session: bool,
+    /// Network origins: the sender's address (its identity).
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// An agent whose life just began (admission or new life): its identity
+/// and policy are to be resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    /// Agent pid.
+    pub pid: u32,
+    /// Process start time (0 for network agents): tells a late identity
+    /// answer for an earlier process on the same pid from a current one.
+    pub start_time: u64,
+    /// Transport origin.
+    pub origin: Origin,
+    /// Network agents: the sender's address.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// What happened to one frame.
@@ -151,8 +180,19 @@ pub struct Tracker {
     /// How many slots get a tally.
     tally_limit: u32,
     index: PidIndex,
-    /// One list per [`SlotState`], indexed by the state's discriminant.
+    /// One list per [`SlotState`], indexed by the state's discriminant —
+    /// except live agents, which are on `live`'s per-class lists.
     lists: [List; 4],
+    /// Live agents by policy class: the deadline queues.
+    live: LiveSet,
+    /// Class of a newly admitted agent (its policy is not known yet).
+    admit_class: u8,
+    /// Agents admitted (or starting a new life) since the last
+    /// [`Tracker::take_admitted`], for identity resolution; only recorded
+    /// once [`Tracker::record_admissions`] turned it on (the owner then
+    /// drains it after every batch, which bounds it by the batch size).
+    admitted: Vec<Admitted>,
+    record_admitted: bool,
     global: TokenBucket,
     /// Stalls are not raised before this observer time (clock-jump grace).
     grace_until: u64,
@@ -162,6 +202,7 @@ impl Tracker {
     /// Reserves room for `settings.capacity` agents up front.
     pub fn new(settings: TrackerSettings) -> Tracker {
         let cap = settings.capacity as usize;
+        let threshold_ns = settings.threshold_ns;
         let index = PidIndex::new();
         Tracker {
             global: TokenBucket::new(settings.global_beat_rate, settings.global_beat_burst),
@@ -171,6 +212,10 @@ impl Tracker {
             tally_limit: 0,
             index,
             lists: [List::default(); 4],
+            live: LiveSet::new(threshold_ns),
+            admit_class: 0,
+            admitted: Vec::new(),
+            record_admitted: false,
             grace_until: 0,
         }
     }
@@ -189,8 +234,121 @@ impl Tracker {
         {
             self.global = TokenBucket::new(settings.global_beat_rate, settings.global_beat_burst);
         }
+        // Class 0 is the global policy: the flags' threshold, no grace.
+        let mut classes: Vec<ClassTimeouts> = (0..self.live.class_count())
+            .map(|c| self.live.class(c as u8))
+            .collect();
+        classes[0].threshold_ns = settings.threshold_ns;
+        self.live.set_classes(&classes);
         self.settings = settings;
         capacity_kept
+    }
+
+    /// Sets the policy classes: index 0 is the global one (its threshold
+    /// is [`TrackerSettings::threshold_ns`] whatever is passed), the rest
+    /// come from per-agent rules; at most [`MAX_CLASSES`]. Lists keep their
+    /// order, so deadlines follow at once: silence so far counts against
+    /// the new timeouts. Slots whose class index no longer exists must be
+    /// reassigned ([`Tracker::reclassify`]).
+    pub fn set_classes(&mut self, classes: &[ClassTimeouts]) {
+        let mut v: Vec<ClassTimeouts> = classes.to_vec();
+        if v.is_empty() {
+            v.push(ClassTimeouts {
+                threshold_ns: 0,
+                grace_ns: 0,
+            });
+        }
+        v[0] = ClassTimeouts {
+            threshold_ns: self.settings.threshold_ns,
+            grace_ns: 0,
+        };
+        self.live.set_classes(&v);
+        if usize::from(self.admit_class) >= self.live.class_count() {
+            self.admit_class = 0;
+        }
+    }
+
+    /// The class new agents start in until their policy is known (e.g. one
+    /// with the longest timeouts of all rules, so nothing stalls before its
+    /// rule applies).
+    pub fn set_admit_class(&mut self, class: u8) {
+        self.admit_class = if usize::from(class) < self.live.class_count() {
+            class
+        } else {
+            0
+        };
+    }
+
+    /// Timeouts of `class`.
+    pub fn class_timeouts(&self, class: u8) -> ClassTimeouts {
+        self.live.class(class)
+    }
+
+    /// Moves `pid` to policy class `class` (its rule is now known). A live
+    /// agent is re-filed at its place by last beat, so its silence so far
+    /// counts against the new timeouts; an agent still at its first beat
+    /// keeps its startup grace. Returns false for an unknown pid or class.
+    pub fn assign_class(&mut self, pid: u32, class: u8) -> bool {
+        if usize::from(class) >= self.live.class_count() {
+            return false;
+        }
+        let Some(idx) = self.index.get(pid) else {
+            return false;
+        };
+        let s = &self.slots[idx as usize];
+        if s.class() == class {
+            return true;
+        }
+        if s.state == SlotState::Live {
+            self.live.remove(&mut self.slots, idx);
+            self.slots[idx as usize].set_class(class);
+            self.live.insert_ordered(&mut self.slots, idx);
+        } else {
+            self.slots[idx as usize].set_class(class);
+        }
+        true
+    }
+
+    /// Re-evaluates every tracked agent's class with `f(pid, current
+    /// class)` (reload), then re-files the live lists in one merge pass.
+    /// Returns the pids whose class changed.
+    pub fn reclassify(&mut self, mut f: impl FnMut(u32, u8) -> u8) -> Vec<u32> {
+        let classes = self.live.class_count();
+        let mut changed = Vec::new();
+        for s in self.slots.iter_mut().filter(|s| s.state != SlotState::Free) {
+            let mut c = f(s.pid, s.class());
+            if usize::from(c) >= classes {
+                c = 0;
+            }
+            if c != s.class() {
+                changed.push(s.pid);
+                s.set_class(c);
+            }
+        }
+        // Lists are per class: re-file live slots even if only the class
+        // table shrank under them.
+        self.live.rebuild(&mut self.slots);
+        changed
+    }
+
+    /// Starts recording admissions for [`Tracker::take_admitted`]; the
+    /// caller must drain them after every batch.
+    pub fn record_admissions(&mut self) {
+        self.record_admitted = true;
+    }
+
+    /// Agents admitted or starting a new life since the last call: their
+    /// identity and policy are to be resolved.
+    pub fn take_admitted(&mut self) -> Vec<Admitted> {
+        std::mem::take(&mut self.admitted)
+    }
+
+    /// Whether `pid` is tracked with the given process start time (still
+    /// the life an identity was resolved for).
+    pub fn is_life(&self, pid: u32, start_time: u64) -> bool {
+        self.index
+            .get(pid)
+            .is_some_and(|i| self.slots[i as usize].start_time == start_time)
     }
 
     fn list(&self, state: SlotState) -> &List {
@@ -215,7 +373,7 @@ impl Tracker {
     /// (live, stalled, exited) counts.
     pub fn counts(&self) -> (u32, u32, u32) {
         (
-            self.list(SlotState::Live).len(),
+            self.live.len(),
             self.list(SlotState::Stalled).len(),
             self.list(SlotState::Exited).len(),
         )
@@ -244,10 +402,7 @@ impl Tracker {
 
     /// Observer time at which the next stall is due, if any agent is live.
     pub fn next_deadline(&self) -> Option<u64> {
-        let head = self.list(SlotState::Live).head()?;
-        let due = self.slots[head as usize]
-            .last_beat_ns
-            .saturating_add(self.settings.threshold_ns);
+        let due = self.live.next_deadline(&self.slots)?;
         Some(due.max(self.grace_until))
     }
 
@@ -257,21 +412,16 @@ impl Tracker {
         self.grace_until = now_ns.saturating_add(self.settings.threshold_ns);
     }
 
-    /// Raises `stall` for every live agent silent for at least the
-    /// threshold. Cost is O(agents that stall).
+    /// Raises `stall` for every live agent silent for at least its
+    /// timeout. Cost is O(classes + agents that stall).
     pub fn expire(&mut self, now_ns: u64, bus: &mut EventBus) -> u32 {
         if now_ns < self.grace_until {
             return 0;
         }
         let mut raised = 0;
-        while let Some(head) = self.list(SlotState::Live).head() {
+        while let Some(head) = self.live.due(&self.slots, now_ns) {
             let s = self.slots[head as usize];
-            if now_ns.saturating_sub(s.last_beat_ns) < self.settings.threshold_ns {
-                break;
-            }
-            self.lists[SlotState::Live as usize].remove(&mut self.slots, head);
-            self.lists[SlotState::Stalled as usize].push_back(&mut self.slots, head);
-            self.slots[head as usize].state = SlotState::Stalled;
+            self.relist(head, SlotState::Stalled);
             if let Some(t) = self.tallies.get_mut(head as usize) {
                 t.stalls += 1;
             }
@@ -399,13 +549,17 @@ impl Tracker {
             && slot.last_nonce >= u64::MAX - WRAP_WINDOW
             && f.nonce < WRAP_WINDOW;
         let in_order = slot.flags & HAS_NONCE == 0 || f.nonce > slot.last_nonce || wrapped;
-        if !in_order && !self.new_life(now_ns, idx, inc, probe, bus) {
+        let reborn = !in_order;
+        if reborn && !self.new_life(now_ns, idx, inc, probe, bus) {
             return reject(bus, RejectReason::OutOfOrder);
         }
         if wrapped {
             bus.emit(now_ns, Event::NonceWrap { pid });
         }
         self.accept_beat(now_ns, idx, &f, bus);
+        if reborn {
+            self.enter_grace(idx);
+        }
         Verdict::Accepted
     }
 
@@ -447,20 +601,63 @@ impl Tracker {
         if let Some(t) = self.tallies.get_mut(idx as usize) {
             *t = Tally::default();
         }
-        s.flags = 0;
+        // A new process: its policy is resolved again (it may be another
+        // program), from the admission class; the caller's accept puts
+        // it back in startup grace.
+        s.flags &= !(HAS_NONCE | HAS_TERMINAL);
+        let live = s.state == SlotState::Live;
+        if live {
+            self.live.remove(&mut self.slots, idx);
+        }
+        let s = &mut self.slots[idx as usize];
+        s.set_class(self.admit_class);
+        if live {
+            self.live.insert_ordered(&mut self.slots, idx);
+        }
+        let s = &mut self.slots[idx as usize];
         s.last_nonce = 0;
         s.last_terminal_ts = 0;
         s.pidns = pidns;
+        let (start_time, origin) = (s.start_time, s.origin);
+        if self.record_admitted {
+            self.admitted.push(Admitted {
+                pid: inc.pid,
+                start_time,
+                origin,
+                peer: inc.peer,
+            });
+        }
         bus.emit(now_ns, Event::NewLife { pid: inc.pid });
         true
     }
 
     /// Moves `idx` from whatever list holds it to the tail of `target`'s.
+    /// Any move ends the startup grace ([`Tracker::enter_grace`] starts it).
     fn relist(&mut self, idx: u32, target: SlotState) {
         let from = self.slots[idx as usize].state;
-        self.lists[from as usize].remove(&mut self.slots, idx);
-        self.lists[target as usize].push_back(&mut self.slots, idx);
-        self.slots[idx as usize].state = target;
+        if from == SlotState::Live {
+            self.live.remove(&mut self.slots, idx);
+        } else {
+            self.lists[from as usize].remove(&mut self.slots, idx);
+        }
+        let s = &mut self.slots[idx as usize];
+        s.flags &= !IN_GRACE;
+        s.state = target;
+        if target == SlotState::Live {
+            self.live.push_back(&mut self.slots, idx);
+        } else {
+            self.lists[target as usize].push_back(&mut self.slots, idx);
+        }
+    }
+
+    /// The first beat of a life: its first deadline includes the class's
+    /// startup grace (the slot was just appended, so it stays the newest).
+    fn enter_grace(&mut self, idx: u32) {
+        if self.slots[idx as usize].state == SlotState::Live {
+            self.live.remove(&mut self.slots, idx);
+            self.slots[idx as usize].flags |= IN_GRACE;
+            self.live.push_back(&mut self.slots, idx);
+        }
     }
 
     /// Records an accepted frame in slot `idx`, moves it to `target`'s
@@ -568,8 +765,17 @@ impl Tracker {
             origin: inc.origin,
             state: SlotState::Free,
             bucket: PidBucket::full(self.settings.max_beat_rate, now_ms),
+            flags: self.admit_class << slot::CLASS_SHIFT,
             ..Slot::empty()
         };
+        if self.record_admitted {
+            self.admitted.push(Admitted {
+                pid,
+                start_time,
+                origin: inc.origin,
+                peer: inc.peer,
+            });
+        }
         self.lists[SlotState::Free as usize].push_back(&mut self.slots, idx);
         self.index.insert(pid, idx);
         // The admitting frame itself spends a token like any other.
@@ -580,6 +786,7 @@ impl Tracker {
             self.accept_terminal(now_ns, idx, &inc.frame, bus);
         } else {
             self.accept_beat(now_ns, idx, &inc.frame, bus);
+            self.enter_grace(idx);
         }
         Verdict::Accepted
     }
@@ -604,7 +811,7 @@ impl Tracker {
         } else if let Some(h) = self.list(SlotState::Stalled).head() {
             (h, false)
         } else if self.settings.eviction == EvictionPolicy::Balanced {
-            (self.list(SlotState::Live).head()?, true)
+            (self.live.oldest(&self.slots)?, true)
         } else {
             bus.emit(now_ns, Event::CapacityExceeded { pid });
             return None;
@@ -651,19 +858,23 @@ impl Tracker {
     /// Checks list/index consistency (tests and debug builds).
     #[doc(hidden)]
     pub fn check_invariants(&self) {
-        let total = self.list(SlotState::Live).len()
+        let live = self.live.check(&self.slots);
+        let total = live
             + self.list(SlotState::Stalled).len()
             + self.list(SlotState::Exited).len()
             + self.list(SlotState::Free).len();
         assert_eq!(total as usize, self.slots.len(), "every slot on one list");
         assert_eq!(
-            (self.list(SlotState::Live).len()
-                + self.list(SlotState::Stalled).len()
-                + self.list(SlotState::Exited).len()) as usize,
+            (live + self.list(SlotState::Stalled).len() + self.list(SlotState::Exited).len())
+                as usize,
             self.index.len()
         );
+        for idx in self.live.iter(&self.slots) {
+            let s = &self.slots[idx as usize];
+            assert_eq!(s.state, SlotState::Live);
+            assert_eq!(self.index.get(s.pid), Some(idx));
+        }
         for (list, state) in [
-            (self.list(SlotState::Live), SlotState::Live),
             (self.list(SlotState::Stalled), SlotState::Stalled),
             (self.list(SlotState::Exited), SlotState::Exited),
             (self.list(SlotState::Free), SlotState::Free),
@@ -675,12 +886,6 @@ impl Tracker {
                     assert_eq!(self.index.get(s.pid), Some(idx));
                 }
             }
-        }
-        let mut last = 0;
-        for idx in self.list(SlotState::Live).iter(&self.slots) {
-            let t = self.slots[idx as usize].last_beat_ns;
-            assert!(t >= last, "live list ordered by last beat");
-            last = t;
         }
         let _ = NIL;
     }

@@ -23,6 +23,17 @@ pub enum SlotState {
 pub const HAS_NONCE: u8 = 1;
 /// Slot flag: a terminal frame has been accepted (`last_terminal_ts` valid).
 pub const HAS_TERMINAL: u8 = 2;
+/// Slot flag: the agent has beaten once since admission (or a new life) and
+/// is inside its startup grace: its first deadline is grace + threshold.
+pub const IN_GRACE: u8 = 4;
+/// The slot's policy class (threshold and startup grace) lives in the top
+/// five bits of `flags`, so per-agent thresholds cost no extra cache line.
+pub const CLASS_SHIFT: u8 = 3;
+/// Distinct policy classes (threshold, startup grace) the tracker holds,
+/// the global one included.
+pub const MAX_CLASSES: usize = 32;
+/// Bits of `flags` that describe the agent's policy, kept across new lives.
+pub const POLICY_BITS: u8 = !(HAS_NONCE | HAS_TERMINAL | IN_GRACE);
 
 /// Per-agent state. Exactly 64 bytes and 64-byte aligned: one cache line,
 /// so a cold slot costs one miss, never two (asserted below).
@@ -60,6 +71,19 @@ pub struct Slot {
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 impl Slot {
+    /// The slot's policy class.
+    #[inline]
+    pub const fn class(&self) -> u8 {
+        self.flags >> CLASS_SHIFT
+    }
+
+    /// Sets the policy class (must be below [`MAX_CLASSES`]); the caller
+    /// moves the slot to the class's list.
+    #[inline]
+    pub fn set_class(&mut self, class: u8) {
+        self.flags = (self.flags & !POLICY_BITS) | (class << CLASS_SHIFT);
+    }
+
     /// A free slot.
     pub const fn empty() -> Slot {
         Slot {

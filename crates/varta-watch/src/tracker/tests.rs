@@ -32,6 +32,7 @@ fn beat(pid: u32, nonce: u64) -> Incoming {
         origin: Origin::KernelAttested,
         pidns: None,
         new_session: false,
+        peer: None,
     }
 }
 
@@ -42,14 +43,16 @@ fn terminal(pid: u32, ts: u64) -> Incoming {
         origin: Origin::KernelAttested,
         pidns: None,
         new_session: false,
+        peer: None,
     }
 }
 
-/// Fake /proc: start times per pid, namespaces per pid.
+/// Fake /proc: start times, namespaces and identities per pid.
 #[derive(Default)]
 struct FakeProc {
     start: HashMap<u32, u64>,
     ns: HashMap<u32, u32>,
+    identity: HashMap<u32, crate::identity::RawIdentity>,
 }
 
 impl ProcessProbe for FakeProc {
@@ -58,6 +61,9 @@ impl ProcessProbe for FakeProc {
     }
     fn pid_namespace(&mut self, pid: u32) -> Option<u32> {
         self.ns.get(&pid).copied()
+    }
+    fn identity(&mut self, pid: u32) -> Option<crate::identity::RawIdentity> {
+        self.identity.get(&pid).cloned()
     }
 }
 
@@ -597,4 +603,180 @@ fn network_agent_restarting_its_nonce_needs_a_new_session_after_silence() {
         t.on_frame(500 * MS, uds, &mut NoProbe, &mut bus),
         Verdict::Dropped
     );
+}
+
+fn stalls(rec: &Recorder) -> Vec<(u64, u32)> {
+    rec.take()
+        .into_iter()
+        .filter_map(|(t, e)| match e {
+            Event::Stall { pid, .. } => Some((t, pid)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn class(threshold_ms: u64, grace_ms: u64) -> ClassTimeouts {
+    ClassTimeouts {
+        threshold_ns: threshold_ms * MS,
+        grace_ns: grace_ms * MS,
+    }
+}
+
+#[test]
+fn per_class_thresholds_stall_each_agent_at_its_own() {
+    let (mut t, mut bus, rec) = setup(8);
+    t.set_classes(&[class(0, 0), class(300, 0)]);
+    for pid in [1, 2] {
+        t.on_frame(0, beat(pid, 1), &mut NoProbe, &mut bus);
+        t.on_frame(MS, beat(pid, 2), &mut NoProbe, &mut bus);
+    }
+    assert!(t.assign_class(2, 1));
+    assert_eq!(t.next_deadline(), Some(101 * MS));
+    t.expire(101 * MS, &mut bus);
+    assert_eq!(stalls(&rec), [(101 * MS, 1)]);
+    assert_eq!(t.next_deadline(), Some(301 * MS));
+    t.expire(300 * MS, &mut bus);
+    assert!(stalls(&rec).is_empty());
+    t.expire(301 * MS, &mut bus);
+    assert_eq!(stalls(&rec), [(301 * MS, 2)]);
+    t.check_invariants();
+}
+
+#[test]
+fn startup_grace_covers_the_first_silence_only() {
+    let (mut t, mut bus, rec) = setup(8);
+    // Class 1: 100 ms threshold, 500 ms startup grace.
+    t.set_classes(&[class(0, 0), class(100, 500)]);
+    t.set_admit_class(1);
+    t.on_frame(0, beat(7, 1), &mut NoProbe, &mut bus);
+    // A slow starter: silent after its first beat, still not stalled at
+    // 599 ms (grace + threshold = 600 ms).
+    t.expire(599 * MS, &mut bus);
+    assert!(stalls(&rec).is_empty());
+    t.on_frame(599 * MS, beat(7, 2), &mut NoProbe, &mut bus);
+    // From the second beat on, its own threshold.
+    t.expire(698 * MS, &mut bus);
+    assert!(stalls(&rec).is_empty());
+    t.expire(699 * MS, &mut bus);
+    assert_eq!(stalls(&rec), [(699 * MS, 7)]);
+    // Recovering is not a new start: no grace.
+    t.on_frame(700 * MS, beat(7, 3), &mut NoProbe, &mut bus);
+    t.expire(800 * MS, &mut bus);
+    assert_eq!(stalls(&rec), [(800 * MS, 7)]);
+    t.check_invariants();
+}
+
+#[test]
+fn a_policy_learnt_after_the_first_beat_keeps_the_grace() {
+    let (mut t, mut bus, rec) = setup(8);
+    // Class 1 pending (longest of all), class 2 the agent's rule.
+    t.set_classes(&[class(0, 0), class(1000, 1000), class(100, 200)]);
+    t.set_admit_class(1);
+    t.on_frame(0, beat(5, 1), &mut NoProbe, &mut bus);
+    t.on_frame(0, beat(6, 1), &mut NoProbe, &mut bus);
+    t.on_frame(10 * MS, beat(6, 2), &mut NoProbe, &mut bus);
+    assert!(t.assign_class(5, 2)); // still at its first beat: 300 ms
+    assert!(t.assign_class(6, 2)); // beat twice: 100 ms from its last
+    t.expire(109 * MS, &mut bus);
+    assert!(stalls(&rec).is_empty());
+    t.expire(110 * MS, &mut bus);
+    assert_eq!(stalls(&rec), [(110 * MS, 6)]);
+    t.expire(300 * MS, &mut bus);
+    assert_eq!(stalls(&rec), [(300 * MS, 5)]);
+    t.check_invariants();
+}
+
+#[test]
+fn reclassify_counts_the_silence_so_far_and_stalls_nobody_early() {
+    let (mut t, mut bus, rec) = setup(16);
+    t.set_classes(&[class(0, 0), class(1000, 0), class(300, 0)]);
+    for pid in 1..=4 {
+        t.on_frame(0, beat(pid, 1), &mut NoProbe, &mut bus);
+        t.on_frame(MS, beat(pid, 2), &mut NoProbe, &mut bus);
+        t.assign_class(pid, 1);
+    }
+    // Agents 3 and 4 keep beating; 1 and 2 are silent since 1 ms.
+    for pid in [3, 4] {
+        t.on_frame(450 * MS, beat(pid, 3), &mut NoProbe, &mut bus);
+    }
+    // Reload at 500 ms: everyone moves to the 300 ms class.
+    let changed = t.reclassify(|_, _| 2);
+    assert_eq!(changed.len(), 4);
+    t.check_invariants();
+    t.expire(500 * MS, &mut bus);
+    let mut s = stalls(&rec);
+    s.sort();
+    assert_eq!(
+        s,
+        [(500 * MS, 1), (500 * MS, 2)],
+        "only the agents silent longer than the new threshold"
+    );
+    t.expire(749 * MS, &mut bus);
+    assert!(stalls(&rec).is_empty());
+    t.expire(750 * MS, &mut bus);
+    assert_eq!(stalls(&rec).len(), 2);
+    t.check_invariants();
+}
+
+#[test]
+fn new_life_starts_over_in_the_admission_class_with_grace() {
+    let mut probe = FakeProc::default();
+    probe.start.insert(40, 111);
+    let (mut t, mut bus, rec) = setup(8);
+    t.set_classes(&[class(0, 0), class(100, 400), class(50, 0)]);
+    t.record_admissions();
+    t.set_admit_class(1);
+    t.on_frame(0, beat(40, 5), &mut probe, &mut bus);
+    t.assign_class(40, 2);
+    assert_eq!(t.take_admitted().len(), 1);
+    probe.start.insert(40, 222);
+    t.on_frame(10 * MS, beat(40, 1), &mut probe, &mut bus);
+    let admitted = t.take_admitted();
+    assert_eq!(admitted.len(), 1);
+    assert_eq!(admitted[0].start_time, 222);
+    assert!(t.is_life(40, 222) && !t.is_life(40, 111));
+    // Back in the admission class, in grace: 10 + 100 + 400 ms.
+    assert_eq!(t.next_deadline(), Some(510 * MS));
+    rec.take();
+    t.check_invariants();
+}
+
+#[test]
+fn hundred_thousand_agents_four_thresholds_all_stall_on_time() {
+    const N: u32 = 100_000;
+    let (mut t, mut bus, rec) = setup(N);
+    let thresholds = [100u64, 250, 400, 1000];
+    let mut classes = vec![class(0, 0)];
+    classes.extend(thresholds.iter().map(|&th| class(th, 0)));
+    t.set_classes(&classes);
+    // Last beats spread over the first 50 ms, in time order (the
+    // observer's clock never goes back).
+    let last_of = |pid: u32| u64::from(pid - 2) * 50 * MS / u64::from(N);
+    for pid in 2..N + 2 {
+        let at = last_of(pid);
+        t.on_frame(at, beat(pid, 1), &mut NoProbe, &mut bus);
+        t.on_frame(at, beat(pid, 2), &mut NoProbe, &mut bus);
+        t.assign_class(pid, (pid % 4 + 1) as u8);
+    }
+    t.check_invariants();
+    rec.take();
+    let mut seen = 0u32;
+    let mut now = 0;
+    while let Some(due) = t.next_deadline() {
+        now = due.max(now);
+        t.expire(now, &mut bus);
+        for (at, pid) in stalls(&rec) {
+            let last = last_of(pid);
+            let th = thresholds[(pid % 4) as usize] * MS;
+            assert_eq!(
+                at,
+                last + th,
+                "pid {pid} stalled at {at}, due {}",
+                last + th
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, N);
+    assert_eq!(t.counts(), (0, N, 0));
 }

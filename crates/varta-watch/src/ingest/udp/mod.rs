@@ -89,6 +89,7 @@ const EMPTY_INCOMING: Incoming = Incoming {
     origin: Origin::NetworkUnverified,
     pidns: None,
     new_session: false,
+    peer: None,
 };
 
 fn bind_hint(e: &std::io::Error) -> &'static str {
@@ -293,6 +294,7 @@ impl UdpListener {
                     origin: Origin::NetworkUnverified,
                     pidns: None,
                     new_session: true,
+                    peer: from,
                 });
             }
             (Mode::Secure(keys), SHARED_LEN | MASTER_LEN) => keys,
@@ -379,6 +381,7 @@ impl UdpListener {
                 origin: Origin::NetworkVerified,
                 pidns: None,
                 new_session,
+                peer: Some(from),
             }),
             Check::Replay => {
                 bus.emit(

@@ -10,6 +10,7 @@ mod procs;
 mod scenarios;
 mod sender;
 mod stats;
+mod udpload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,9 +23,6 @@ use crate::procs::{Binaries, Res};
 use crate::stats::Goal;
 
 const NOT_YET: &str = "\
-Scenarios not implemented yet:
-  ingest-udp   arrives with the UDP listener
-
 The original observer is built once from crates.io into $VARTA_BENCH_CACHE
 (default <workspace>/target/varta-bench-cache); ours is target/release/varta-watch.";
 
@@ -55,6 +53,11 @@ enum Cmd {
     /// UDS ingest: accepted frames/s with N sender processes beating flat out,
     /// ours vs the original vs a raw recvmsg drain.
     IngestUds(IngestArgs),
+    /// UDP ingest with 100 k distinct pids from sendmmsg senders: accepted
+    /// frames/s for plaintext, shared-key and master-key datagrams, ours vs
+    /// the original vs a raw recvmmsg drain; AEAD cost per frame with 1, 4
+    /// and 16 accepted keys.
+    IngestUdp(IngestUdpArgs),
     /// Stall detection overshoot, measured outside the observer: agents are
     /// SIGKILLed at random times, stall seen in the export − last beat − threshold.
     Detect(DetectArgs),
@@ -94,6 +97,35 @@ pub struct IngestArgs {
     /// Measurement window per repetition and receiver, seconds [default: 3; --quick 1].
     #[arg(long)]
     pub secs: Option<f64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IngestUdpArgs {
+    /// Distinct pids the senders cycle through [default: 100000; --quick 20000].
+    #[arg(long)]
+    pub udp_pids: Option<usize>,
+    /// Sender threads, each with its own socket and share of the pids, all
+    /// pinned to the last CPU.
+    #[arg(long, default_value_t = 2)]
+    pub udp_senders: usize,
+    /// Measurement window per repetition and receiver, seconds [default: 3; --quick 1].
+    #[arg(long)]
+    pub udp_secs: Option<f64>,
+    /// Accepted-key counts of the shared-key AEAD cost table (1 is always run).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16])]
+    pub udp_keys: Vec<usize>,
+    /// Receivers to measure.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [
+        scenarios::ingest_udp::Rx::Raw,
+        scenarios::ingest_udp::Rx::Ours,
+        scenarios::ingest_udp::Rx::Original,
+    ])]
+    pub udp_receivers: Vec<scenarios::ingest_udp::Rx>,
+    /// The original's --read-timeout-ms. Its loop reads one datagram per
+    /// listener per pass and blocks that long in the idle Unix socket's
+    /// recv first: at its default (100) it reads about 10 UDP datagrams/s.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub udp_original_read_timeout_ms: u64,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -215,10 +247,12 @@ pub struct ScrapeArgs {
     pub scrape_sigkill: bool,
 }
 
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 struct AllArgs {
     #[command(flatten, next_help_heading = "ingest-uds")]
     ingest: IngestArgs,
+    #[command(flatten, next_help_heading = "ingest-udp")]
+    ingest_udp: IngestUdpArgs,
     #[command(flatten, next_help_heading = "detect")]
     detect: DetectArgs,
     #[command(flatten, next_help_heading = "scale")]
@@ -359,6 +393,7 @@ fn main() -> ExitCode {
 
     let plan: Vec<Scenario> = match &cli.cmd {
         Cmd::IngestUds(a) => vec![Scenario::Ingest(a.clone())],
+        Cmd::IngestUdp(a) => vec![Scenario::IngestUdp(a.clone())],
         Cmd::Detect(a) => vec![Scenario::Detect(a.clone())],
         Cmd::Scale(a) => vec![Scenario::Scale(a.clone())],
         Cmd::Idle(a) => vec![Scenario::Idle(a.clone())],
@@ -367,6 +402,7 @@ fn main() -> ExitCode {
         Cmd::Scrape(a) => vec![Scenario::Scrape(a.clone())],
         Cmd::All(a) => vec![
             Scenario::Ingest(a.ingest.clone()),
+            Scenario::IngestUdp(a.ingest_udp.clone()),
             Scenario::Detect(a.detect.clone()),
             Scenario::Scale(a.scale.clone()),
             Scenario::Idle(a.idle.clone()),
@@ -441,6 +477,7 @@ fn main() -> ExitCode {
 
 enum Scenario {
     Ingest(IngestArgs),
+    IngestUdp(IngestUdpArgs),
     Detect(DetectArgs),
     Scale(ScaleArgs),
     Idle(IdleArgs),
@@ -453,6 +490,7 @@ impl Scenario {
     fn name(&self) -> &'static str {
         match self {
             Scenario::Ingest(_) => "ingest-uds",
+            Scenario::IngestUdp(_) => "ingest-udp",
             Scenario::Detect(_) => "detect",
             Scenario::Scale(_) => "scale",
             Scenario::Idle(_) => "idle",
@@ -477,6 +515,7 @@ fn run_scenario(
 ) -> Res<Outcome> {
     match sc {
         Scenario::Ingest(a) => scenarios::ingest::run(a, common, &binaries(bins)?),
+        Scenario::IngestUdp(a) => scenarios::ingest_udp::run(a, common, &binaries(bins)?),
         Scenario::Detect(a) => scenarios::detect::run(a, common, &binaries(bins)?),
         Scenario::Scale(a) => scenarios::scale::run(a, common),
         Scenario::Idle(a) => scenarios::idle::run(a, common, &binaries(bins)?),

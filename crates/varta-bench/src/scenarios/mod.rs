@@ -4,6 +4,7 @@ pub mod beat;
 pub mod detect;
 pub mod idle;
 pub mod ingest;
+pub mod ingest_udp;
 pub mod recovery;
 pub mod scale;
 pub mod scrape;

@@ -55,14 +55,14 @@ pub(super) fn serves_metrics(bin: &Path) -> bool {
 }
 
 /// 64 hex characters from the kernel's random pool.
-pub(super) fn random_token() -> Res<String> {
+pub(crate) fn random_token() -> Res<String> {
     let mut b = [0u8; 32];
     File::open("/dev/urandom")?.read_exact(&mut b)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Writes the token file with mode 0600, as both observers demand.
-pub(super) fn write_secret(path: &Path, token: &str) -> Res<()> {
+pub(crate) fn write_secret(path: &Path, token: &str) -> Res<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -76,12 +76,12 @@ pub(super) fn write_secret(path: &Path, token: &str) -> Res<()> {
 
 /// A loopback port free a moment ago, for the original (which does not
 /// print the port it bound when asked for port 0).
-pub(super) fn free_port() -> Res<u16> {
+pub(crate) fn free_port() -> Res<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Ours prints `metrics: http://ADDR/metrics` on stdout (its log file here).
-pub(super) fn ours_metrics_addr(obs: &Observer) -> Res<SocketAddr> {
+pub(crate) fn ours_metrics_addr(obs: &Observer) -> Res<SocketAddr> {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(obs.log_path()).unwrap_or_default();
@@ -104,7 +104,7 @@ pub(super) fn ours_metrics_addr(obs: &Observer) -> Res<SocketAddr> {
     }
 }
 
-pub(super) fn wait_listening(addr: SocketAddr, obs: &Observer) -> Res<SocketAddr> {
+pub(crate) fn wait_listening(addr: SocketAddr, obs: &Observer) -> Res<SocketAddr> {
     let until = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if Instant::now() > until {
@@ -115,7 +115,7 @@ pub(super) fn wait_listening(addr: SocketAddr, obs: &Observer) -> Res<SocketAddr
     Ok(addr)
 }
 
-pub(super) fn request_bytes(token: &str) -> Vec<u8> {
+pub(crate) fn request_bytes(token: &str) -> Vec<u8> {
     format!(
         "GET /metrics HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
          Accept: text/plain;version=0.0.4\r\nConnection: close\r\n\r\n"
@@ -125,7 +125,7 @@ pub(super) fn request_bytes(token: &str) -> Vec<u8> {
 
 /// How a scrape failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Fail {
+pub(crate) enum Fail {
     Connect = 0,
     Closed = 1,
     Timeout = 2,
@@ -138,7 +138,7 @@ pub(super) const FAIL_LEGEND: &str = "connect/closed/timeout/non-200 status/trun
 
 /// One scrape: connect, send `request`, read to EOF into `buf`. Returns the
 /// latency (connect → last byte) and the body's range in `buf`.
-pub(super) fn scrape(
+pub(crate) fn scrape(
     addr: SocketAddr,
     request: &[u8],
     buf: &mut Vec<u8>,

@@ -35,7 +35,7 @@
 //! observer, ours beaten by the original's agents only, gives the
 //! like-for-like row.
 
-mod endpoint;
+pub(crate) mod endpoint;
 mod flood;
 mod report;
 

@@ -250,6 +250,28 @@ pub enum Event {
         /// The refused (authenticated) pid.
         pid: u32,
     },
+    /// The agent's identity and policy rule are known (once per life;
+    /// again after a reload changed its rule).
+    Identified {
+        /// Agent pid.
+        pid: u32,
+        /// Its interned identity (name, unit, comm, …).
+        identity: crate::identity::IdentityId,
+        /// The `[[agent]]` rule that applies (0-based), if any.
+        rule: Option<u16>,
+    },
+    /// A required agent name has no live agent (after its startup grace).
+    Missing {
+        /// The required name.
+        name: crate::identity::NameId,
+    },
+    /// A live agent of a missing (or not yet seen) required name appeared.
+    Present {
+        /// The required name.
+        name: crate::identity::NameId,
+        /// The agent that made it present.
+        pid: u32,
+    },
     /// Something the recovery runner did for an agent.
     Recovery {
         /// Agent pid.
@@ -377,7 +399,7 @@ impl RecoveryOutcome {
 impl Event {
     /// Every kind, in [`Event::index`] order: lets counters and limiters
     /// keep one array slot per kind instead of a map.
-    pub const KINDS: [&'static str; 21] = [
+    pub const KINDS: [&'static str; 24] = [
         "beat",
         "stall",
         "recovered",
@@ -399,6 +421,9 @@ impl Event {
         "recovery",
         "decrypt_failure",
         "sender_state_full",
+        "identified",
+        "missing",
+        "present",
     ];
 
     /// Position of this event's kind in [`Event::KINDS`].
@@ -425,6 +450,9 @@ impl Event {
             Event::Recovery { .. } => 18,
             Event::DecryptFailure { .. } => 19,
             Event::SenderStateFull { .. } => 20,
+            Event::Identified { .. } => 21,
+            Event::Missing { .. } => 22,
+            Event::Present { .. } => 23,
         }
     }
 
@@ -452,6 +480,8 @@ impl Event {
             | Event::NewLife { pid }
             | Event::NonceWrap { pid }
             | Event::SenderStateFull { pid }
+            | Event::Identified { pid, .. }
+            | Event::Present { pid, .. }
             | Event::Recovery { pid, .. } => Some(pid),
             Event::DecryptFailure {
                 master: true,

@@ -24,5 +24,6 @@ pub mod health;
 pub mod http;
 pub mod identity;
 pub mod ingest;
+pub mod policy;
 pub mod recovery;
 pub mod tracker;

@@ -141,7 +141,8 @@ fn no_flags_listens_on_the_default_path() {
     nix::sys::signal::kill(child.pid(), Signal::SIGTERM).unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
     assert!(
         stderr.contains(&format!("listening on {}", expected.display())),
         "{stderr}"

@@ -40,9 +40,11 @@ use super::settings::{parse_command, MAX_THRESHOLD_MS};
 use super::types::MIN_THRESHOLD_MS;
 use crate::events::Origin as AgentOrigin;
 
-/// Most distinct timeouts the tracker supports: the global threshold, every
-/// rule's threshold and every rule's startup grace + threshold, together.
-pub const MAX_TIMEOUT_CLASSES: usize = 60;
+/// Most distinct (threshold, startup grace) policies the rules may give,
+/// the global one included: the tracker keeps one deadline list per policy
+/// and phase in 32 classes, one of which is reserved for agents whose rule
+/// is not known yet.
+pub const MAX_TIMEOUT_CLASSES: usize = 31;
 
 /// Largest `startup-grace-ms` (24 h, like the largest threshold).
 pub const MAX_STARTUP_GRACE_MS: u64 = MAX_THRESHOLD_MS;
@@ -403,6 +405,15 @@ impl Rule {
         self.threshold.unwrap_or(global_threshold)
     }
 
+    /// (threshold, startup grace) of matched agents: the tracker's policy
+    /// class.
+    pub fn timeouts(&self, global_threshold: Duration) -> (Duration, Duration) {
+        (
+            self.threshold_or(global_threshold),
+            self.startup_grace.unwrap_or(Duration::ZERO),
+        )
+    }
+
     /// The first deadline of a new matched agent: startup grace + threshold.
     pub fn first_deadline(&self, global_threshold: Duration) -> Duration {
         self.startup_grace
@@ -485,15 +496,14 @@ impl Rules {
     }
 
     /// The distinct timeouts agents can get: `global_threshold` (agents no
-    /// rule matches), and for every rule its threshold and its startup
-    /// grace + threshold (the first deadline). Loading refuses rules that
-    /// make this set larger than [`MAX_TIMEOUT_CLASSES`]. The `missing`
-    /// deadlines of required rules are not in it.
-    pub fn distinct_timeouts(&self, global_threshold: Duration) -> BTreeSet<Duration> {
-        let mut set = BTreeSet::from([global_threshold]);
+    /// rule matches), and every rule's (threshold, startup grace) pair.
+    /// Loading refuses rules that make this set larger than
+    /// [`MAX_TIMEOUT_CLASSES`]. The `missing` deadlines of required rules
+    /// are not in it.
+    pub fn distinct_timeouts(&self, global_threshold: Duration) -> BTreeSet<(Duration, Duration)> {
+        let mut set = BTreeSet::from([(global_threshold, Duration::ZERO)]);
         for rule in &self.rules {
-            set.insert(rule.threshold_or(global_threshold));
-            set.insert(rule.first_deadline(global_threshold));
+            set.insert(rule.timeouts(global_threshold));
         }
         set
     }
@@ -864,7 +874,7 @@ pub(super) fn check(
         return Err(ConfigError::File {
             path: path.to_path_buf(),
             message: format!(
-                "the [[agent]] rules give {timeouts} distinct timeouts (the global threshold-ms, and each rule's threshold-ms and startup-grace-ms + threshold-ms); the tracker supports at most {MAX_TIMEOUT_CLASSES}: give rules the same values where you can"
+                "the [[agent]] rules give {timeouts} distinct (threshold-ms, startup-grace-ms) pairs, the global threshold-ms included; the tracker supports at most {MAX_TIMEOUT_CLASSES}: give rules the same values where you can"
             ),
         });
     }

@@ -565,7 +565,7 @@ fn required_needs_a_literal_name_and_a_startup_grace() {
 
 #[test]
 fn too_many_distinct_timeouts_are_refused() {
-    // The global 5000 ms, then each rule adds its threshold and grace + threshold.
+    // The global (5000 ms, no grace), then each rule adds its pair.
     let rule = |i: u64| {
         format!(
             "[[agent]]\nmatch = {{ uid = {i} }}\nthreshold-ms = {}\nstartup-grace-ms = 1\n",
@@ -573,33 +573,24 @@ fn too_many_distinct_timeouts_are_refused() {
         )
     };
     let text = |n: u64| (0..n).map(rule).collect::<String>();
-    // 1 + 2 * 29 = 59 classes, then 1 + 2 * 30 = 61.
-    let c = run_text(&text(29));
-    assert_eq!(c.rules.distinct_timeouts(c.threshold).len(), 59);
-    let msg = fail_text(&text(30));
+    // 1 + 30 = 31 classes, then 32.
+    let c = run_text(&text(30));
+    assert_eq!(c.rules.distinct_timeouts(c.threshold).len(), 31);
+    let msg = fail_text(&text(31));
     assert_eq!(
         msg,
-        format!("config file FILE: the [[agent]] rules give 61 distinct timeouts (the global threshold-ms, and each rule's threshold-ms and startup-grace-ms + threshold-ms); the tracker supports at most {MAX_TIMEOUT_CLASSES}: give rules the same values where you can")
+        format!("config file FILE: the [[agent]] rules give 32 distinct (threshold-ms, startup-grace-ms) pairs, the global threshold-ms included; the tracker supports at most {MAX_TIMEOUT_CLASSES}: give rules the same values where you can")
     );
-    // The global threshold counts once, and shared values count once.
+    // Shared pairs count once.
     let c = run_text(&format!(
         "{}{}",
-        text(29),
+        text(30),
         rule(0).replace("uid = 0", "uid = 99")
     ));
-    assert_eq!(c.rules.distinct_timeouts(c.threshold).len(), 59);
-    // A rule equal to the global threshold adds nothing.
-    let set = c.rules.distinct_timeouts(Duration::from_millis(100));
-    assert_eq!(set.len(), 58);
-    // The global threshold comes from the flags too: with 5000 ms the two
-    // last rules add 5000 + 2, and 5001: 61. With 100 ms, only 5001: 59.
-    let (_dir, path) = config_file(&format!(
-        "{}[[agent]]\nmatch = {{ uid = 98 }}\nthreshold-ms = 5001\n[[agent]]\nmatch = {{}}\nstartup-grace-ms = 2\n",
-        text(29)
-    ));
-    assert!(load_file(&path, &[]).is_err());
-    let c = load_file(&path, &["--threshold-ms", "100"]).expect("load");
-    assert_eq!(c.rules.distinct_timeouts(c.threshold).len(), 59);
+    assert_eq!(c.rules.distinct_timeouts(c.threshold).len(), 31);
+    // A rule equal to the global policy adds nothing.
+    let c = run_text("[[agent]]\nmatch = { uid = 1 }\nthreshold-ms = 5000\n");
+    assert_eq!(c.rules.distinct_timeouts(c.threshold).len(), 1);
 }
 
 #[test]

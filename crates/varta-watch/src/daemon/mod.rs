@@ -26,7 +26,9 @@ use crate::export::metrics::endpoint::{MetricsEndpoint, OvershootSink};
 use crate::export::metrics::{MetricsSources, Observations, Stage};
 use crate::health::notify::SystemdEnv;
 use crate::health::{self, hw, LoopHealth, Pulse};
+use crate::identity::Registry;
 use crate::ingest::{BindError, UdpBindError, UdpListener, UdsListener, UdsPolicy};
+use crate::policy::{Names, Policy};
 use crate::recovery::{Recovery, RecoveryStats};
 use crate::tracker::{Tracker, TrackerSettings};
 
@@ -95,7 +97,7 @@ fn os(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
 
 /// Opens the configured export sinks (file export). Kept separate so a
 /// reload can reopen them.
-pub type SinkFactory = fn(&Config) -> Result<Vec<Box<dyn Sink>>, String>;
+pub type SinkFactory = fn(&Config, &Names) -> Result<Vec<Box<dyn Sink>>, String>;
 
 /// Creates the default socket's directory when it does not exist
 /// (`/run/varta` 0755 for root, a private 0700 directory otherwise).
@@ -155,6 +157,8 @@ pub struct Daemon {
     /// Sinks before this index survive a reload; the rest are reopened.
     base_sinks: usize,
     sink_factory: SinkFactory,
+    /// Agent identities, rules and required names.
+    policy: Policy,
     counters: Arc<Counters>,
     poll: Poll,
     timer: TimerFd,
@@ -193,6 +197,11 @@ impl Daemon {
     ) -> Result<Daemon, DaemonError> {
         // The audit log first: a bad audit file must stop the start before
         // the socket exists, not leave a bound socket behind.
+        // Signal handlers before anything becomes visible (the socket): a
+        // SIGTERM sent as soon as the socket exists must mean a clean exit,
+        // not the default action.
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(os("cannot install signal handlers"))?;
         let audit_counters = Arc::new(AuditCounters::default());
         // Measurements for /metrics, only taken when it is served.
         let observations = config
@@ -243,23 +252,30 @@ impl Daemon {
             )?),
             None => None,
         };
+        let poll = Poll::new().map_err(os("cannot create epoll instance"))?;
+        let mut clock = ObserverClock::new(config.clock_source);
+        let needs_recovery = config.recovery.is_some() || config.audit.is_some();
+        // Always: the identity thread answers through it too.
+        let waker = Some(Arc::new(
+            mio::Waker::new(poll.registry(), WAKE).map_err(os("cannot create the loop's waker"))?,
+        ));
+        let registry = Arc::new(Registry::new(crate::identity::intern::DEFAULT_MAX_RECORDS));
+        let policy = Policy::new(
+            &config,
+            registry,
+            waker.clone().expect("created above"),
+            clock.now().0,
+        )
+        .map_err(os("cannot start the identity thread"))?;
+        policy.setup(&mut tracker);
+        let names = policy.names();
         let mut bus = EventBus::new();
         bus.add(Box::new(CountingSink::new(counters.clone())));
-        bus.add(Box::new(LogSink::new()));
+        bus.add(Box::new(policy.sink()));
+        bus.add(Box::new(LogSink::new().with_names(names.clone())));
         for s in extra {
             bus.add(s);
         }
-        let poll = Poll::new().map_err(os("cannot create epoll instance"))?;
-        let clock = ObserverClock::new(config.clock_source);
-        let needs_recovery = config.recovery.is_some() || config.audit.is_some();
-        let waker = if needs_recovery || config.metrics.is_some() {
-            Some(Arc::new(
-                mio::Waker::new(poll.registry(), WAKE)
-                    .map_err(os("cannot create the loop's waker"))?,
-            ))
-        } else {
-            None
-        };
         let recovery = if let (true, Some(waker)) = (needs_recovery, waker.clone()) {
             let r = Recovery::start(
                 config.recovery.as_ref(),
@@ -282,7 +298,7 @@ impl Daemon {
         }
         let base_sinks = bus.len();
         let sink_factory = sink_factory.unwrap_or(crate::export::configured_sinks);
-        for s in sink_factory(&config).map_err(DaemonError::Sink)? {
+        for s in sink_factory(&config, &names).map_err(DaemonError::Sink)? {
             bus.add(s);
         }
 
@@ -292,8 +308,6 @@ impl Daemon {
         };
         let timer = TimerFd::new(clock_id, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| os("cannot create timerfd")(e.into()))?;
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
-            .map_err(os("cannot install signal handlers"))?;
         let registry = poll.registry();
         registry
             .register(&mut SourceFd(&listener.raw_fd()), UDS, Interest::READABLE)
@@ -361,6 +375,7 @@ impl Daemon {
             bus,
             base_sinks,
             sink_factory,
+            policy,
             counters,
             poll,
             timer,
@@ -480,6 +495,7 @@ impl Daemon {
                     }
                     SIGNALS => stop |= self.handle_signals(now),
                     WAKE => {
+                        self.policy.on_wake(now, &mut self.tracker, &mut self.bus);
                         self.emit_recovery_reports(now);
                         self.serve_snapshot(now);
                     }
@@ -513,6 +529,9 @@ impl Daemon {
             }
             let expire_start = clock(timed);
             self.tracker.expire(now, &mut self.bus);
+            self.policy
+                .after_batch(now, &mut self.tracker, &mut self.bus);
+            self.policy.tick(now, &mut self.bus);
             let expired_at = clock(timed);
             self.bus.end_of_batch(now);
             self.pulse.on_iteration(now, &self.tracker);
@@ -650,6 +669,7 @@ impl Daemon {
     fn rearm(&mut self) {
         let next = [
             self.tracker.next_deadline(),
+            self.policy.next_deadline(),
             self.bus.next_deadline(),
             self.shutdown_at,
             self.pulse.next_deadline(),

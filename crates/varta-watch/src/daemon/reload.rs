@@ -38,7 +38,7 @@ impl Daemon {
             tracing::warn!("reload: socket, socket-mode, uds-rcvbuf-bytes, tracker-capacity, clock-source, log-format, the audit log, turning recovery on or off, heartbeat-file, self-watchdog-secs, hw-watchdog and the UDP listener's port, address, mode, sender capacity and receive buffer only change on restart; those changes are ignored");
         }
         if new.export != self.config.export {
-            match (self.sink_factory)(&new) {
+            match (self.sink_factory)(&new, &self.policy.names()) {
                 Ok(sinks) => {
                     self.bus.end_of_batch(now);
                     self.bus.truncate(self.base_sinks);
@@ -76,6 +76,12 @@ impl Daemon {
         }
         self.tracker
             .reconfigure(tracker_settings(&applied, self.listener.own_pidns()));
+        for m in self
+            .policy
+            .reload(now, &applied, &mut self.tracker, &mut self.bus)
+        {
+            tracing::info!(change = %m, "reload: agent policy changed");
+        }
         self.threshold_ns.store(
             u64::try_from(applied.threshold.as_nanos()).unwrap_or(u64::MAX),
             std::sync::atomic::Ordering::Relaxed,

@@ -7,6 +7,7 @@
 
 use super::limit::RateLimit;
 use crate::events::{Event, RecoveryOutcome, Sink};
+use crate::policy::Names;
 
 const WINDOW_NS: u64 = 10_000_000_000;
 /// Lines per window for agent lifecycle kinds.
@@ -17,12 +18,28 @@ const LIFECYCLE_BUDGET: u32 = 100;
 pub struct LogSink {
     /// One limiter per event kind, indexed by [`Event::index`].
     limiter: [RateLimit; Event::KINDS.len()],
+    /// Agent names for lifecycle lines (`agent nginx.service[1234] …`).
+    names: Option<Names>,
 }
 
 impl LogSink {
     /// A fresh limiter.
     pub fn new() -> LogSink {
         LogSink::default()
+    }
+
+    /// Names agents in lifecycle lines.
+    pub fn with_names(mut self, names: Names) -> LogSink {
+        self.names = Some(names);
+        self
+    }
+
+    /// `name[pid]`, or `pid` alone while the name is unknown.
+    fn agent(&self, pid: u32) -> String {
+        match self.names.as_ref().and_then(|n| n.record(pid)) {
+            Some(r) => format!("{}[{pid}]", r.name),
+            None => format!("[{pid}]"),
+        }
     }
 
     /// Whether this occurrence may be logged (`budget` lines per window);
@@ -40,11 +57,14 @@ impl Sink for LogSink {
                 pid, last_beat_ns, ..
             } => {
                 if let Some(suppressed) = self.allow(at_ns, event, LIFECYCLE_BUDGET) {
+                    let silent_ms = at_ns.saturating_sub(last_beat_ns) / 1_000_000;
                     tracing::warn!(
                         pid,
-                        silent_ms = at_ns.saturating_sub(last_beat_ns) / 1_000_000,
+                        silent_ms,
                         suppressed,
-                        "agent stalled"
+                        "agent {} stalled after {:.1} s",
+                        self.agent(pid),
+                        silent_ms as f64 / 1000.0
                     );
                 }
             }
@@ -54,13 +74,21 @@ impl Sink for LogSink {
                         pid,
                         silent_ms = silent_ns / 1_000_000,
                         suppressed,
-                        "agent recovered"
+                        "agent {} recovered after {:.1} s of silence",
+                        self.agent(pid),
+                        silent_ns as f64 / 1e9
                     );
                 }
             }
             Event::Exit { pid, payload, .. } => {
                 if let Some(suppressed) = self.allow(at_ns, event, LIFECYCLE_BUDGET) {
-                    tracing::warn!(pid, payload, suppressed, "agent sent its dying gasp (exit)");
+                    tracing::warn!(
+                        pid,
+                        payload,
+                        suppressed,
+                        "agent {} sent its dying gasp (exit)",
+                        self.agent(pid)
+                    );
                 }
             }
             Event::Recovery {
@@ -73,6 +101,31 @@ impl Sink for LogSink {
                 if let Some(suppressed) = self.allow(at_ns, event, LIFECYCLE_BUDGET) {
                     log_recovery(pid, child, outcome, suppressed);
                 }
+            }
+            Event::Identified { pid, rule, .. } => {
+                if let Some(suppressed) = self.allow(at_ns, event, LIFECYCLE_BUDGET) {
+                    tracing::debug!(
+                        pid,
+                        rule = rule.map(|r| u32::from(r) + 1),
+                        suppressed,
+                        "agent {} identified",
+                        self.agent(pid)
+                    );
+                }
+            }
+            Event::Missing { name } => {
+                let name = self.names.as_ref().map_or_else(
+                    || format!("#{}", name.0),
+                    |n| n.registry().name_str(name).to_string(),
+                );
+                tracing::warn!(%name, "required agent {name} is missing: no live agent of that name");
+            }
+            Event::Present { name, pid } => {
+                let name = self.names.as_ref().map_or_else(
+                    || format!("#{}", name.0),
+                    |n| n.registry().name_str(name).to_string(),
+                );
+                tracing::info!(%name, pid, "required agent {name} is present (pid {pid})");
             }
             Event::ClockJump { forward_ns } => tracing::warn!(
                 forward_ms = forward_ns / 1_000_000,

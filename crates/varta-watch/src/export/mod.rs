@@ -3,21 +3,25 @@
 
 pub mod counters;
 pub mod file;
+mod format;
 mod limit;
 pub mod log;
 pub mod metrics;
 
 use crate::config::Config;
 use crate::events::Sink;
+use crate::policy::Names;
 
 /// The sinks a configuration asks for beyond the always-on counters and
 /// log sink: today the event file. Called at start and again on a reload
-/// that changes export settings.
-pub fn configured_sinks(cfg: &Config) -> Result<Vec<Box<dyn Sink>>, String> {
+/// that changes export settings; `names` gives them agent identities.
+pub fn configured_sinks(cfg: &Config, names: &Names) -> Result<Vec<Box<dyn Sink>>, String> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(export) = &cfg.export {
         sinks.push(Box::new(
-            file::FileExport::open(export).map_err(|e| e.to_string())?,
+            file::FileExport::open(export)
+                .map_err(|e| e.to_string())?
+                .with_names(names.clone()),
         ));
     }
     Ok(sinks)

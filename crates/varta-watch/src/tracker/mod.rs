@@ -310,13 +310,13 @@ impl Tracker {
     }
 
     /// Re-evaluates every tracked agent's class with `f(pid, current
-    /// class)` (reload), then re-files the live lists in one merge pass.
+    /// class, origin)` (reload), then re-files the live lists in one merge pass.
     /// Returns the pids whose class changed.
-    pub fn reclassify(&mut self, mut f: impl FnMut(u32, u8) -> u8) -> Vec<u32> {
+    pub fn reclassify(&mut self, mut f: impl FnMut(u32, u8, Origin) -> u8) -> Vec<u32> {
         let classes = self.live.class_count();
         let mut changed = Vec::new();
         for s in self.slots.iter_mut().filter(|s| s.state != SlotState::Free) {
-            let mut c = f(s.pid, s.class());
+            let mut c = f(s.pid, s.class(), s.origin);
             if usize::from(c) >= classes {
                 c = 0;
             }

@@ -700,7 +700,7 @@ fn reclassify_counts_the_silence_so_far_and_stalls_nobody_early() {
         t.on_frame(450 * MS, beat(pid, 3), &mut NoProbe, &mut bus);
     }
     // Reload at 500 ms: everyone moves to the 300 ms class.
-    let changed = t.reclassify(|_, _| 2);
+    let changed = t.reclassify(|_, _, _| 2);
     assert_eq!(changed.len(), 4);
     t.check_invariants();
     t.expire(500 * MS, &mut bus);

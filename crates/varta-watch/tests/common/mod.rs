@@ -66,6 +66,20 @@ pub fn maybe_run_agent() {
                 varta_client::BeatOutcome::Sent
             );
         }
+        "quiet" => {
+            // Beats VARTA_TEST_BEATS times (default 1), then stays alive
+            // and silent: a stall, or a slow starter inside its grace.
+            let beats: u32 = std::env::var("VARTA_TEST_BEATS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            let mut agent = varta_client::Varta::connect(&socket).expect("connect");
+            for _ in 0..beats {
+                let _ = agent.beat(varta_client::Status::Ok, 0);
+                std::thread::sleep(interval);
+            }
+            std::thread::sleep(Duration::from_secs(3600));
+        }
         "upstream" => {
             // An agent built with the original varta-client 0.2.0.
             let mut agent = upstream_client::Varta::connect(&socket).expect("connect");

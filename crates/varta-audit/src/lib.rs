@@ -27,6 +27,16 @@
 //! cannot recompute the chain. The `excerpt` column of `complete` is our
 //! extension (present only when stdio capture is on).
 //!
+//! # Schema v3 (ours, `--recovery-audit-schema v3`)
+//!
+//! Header [`HEADER_V3`]; `spawn`, `complete` and `refused` records carry
+//! two more columns before `chain`: the agent's `name` and `unit` (`-`
+//! when it has none), [`sanitize`]d like the other text columns and
+//! covered by the chain (same formula). `boot` records are unchanged. The
+//! header declares the schema of every record in its file; a rotated chain
+//! may cross from one schema to the other at a file boundary, and
+//! [`verify_files`] reads each file in its own header's schema.
+//!
 //! Rotation renames `PATH` → `PATH.1` … keeping [`GENERATIONS`] generations;
 //! the new `PATH` starts with the header and a `boot` record of reason
 //! `rotation` whose `prev_chain` column is the last chain of `PATH.1`; seq and
@@ -53,8 +63,8 @@ use std::path::{Path, PathBuf};
 
 pub use chain::{ChainHash, ChainKey, KeyFileError, ZERO_CHAIN};
 pub use record::{
-    escape_excerpt, parse_line, sanitize, unescape_excerpt, BootReason, ParseError, ParsedLine,
-    Record, EXCERPT_MAX,
+    escape_excerpt, parse_line, parse_line_as, sanitize, unescape_excerpt, Agent, BootReason,
+    ParseError, ParsedLine, Record, Schema, EXCERPT_MAX,
 };
 pub use secret_file::{read_secret_file, SecretFileError};
 pub use tail::{probe, Header, TailProbe, TailRecord};
@@ -62,6 +72,10 @@ pub use verify::{verify_files, Failure, Problem, Summary, Verifier, VerifyError}
 
 /// First line of every v2 audit file, newline included.
 pub const HEADER_V2: &str = "# varta-watch recovery audit v2\n";
+
+/// First line of a schema v3 audit file (v2 plus `name` and `unit` columns
+/// on agent records), newline included. Same length as [`HEADER_V2`].
+pub const HEADER_V3: &str = "# varta-watch recovery audit v3\n";
 
 /// Start of the first line of a legacy v1 file (records without seq/chain).
 pub const HEADER_V1_PREFIX: &str = "# varta-watch recovery audit v1";

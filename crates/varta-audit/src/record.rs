@@ -9,6 +9,94 @@ use crate::chain::{parse_hex, to_hex, ChainHash, ChainKey};
 /// Longest `excerpt` column, in bytes of escaped text.
 pub const EXCERPT_MAX: usize = 160;
 
+/// The file schema, declared by the header line. Records of one file all
+/// follow its header's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Schema {
+    /// The original's schema v2 (header `# varta-watch recovery audit v2`),
+    /// byte for byte.
+    #[default]
+    V2,
+    /// v2 plus two columns, `name` and `unit` of the agent, appended
+    /// (before `chain`) to `spawn`, `complete` and `refused` records
+    /// (header `# varta-watch recovery audit v3`). `boot` is unchanged.
+    V3,
+}
+
+impl Schema {
+    /// The header line of files in this schema, newline included.
+    pub fn header(self) -> &'static str {
+        match self {
+            Schema::V2 => crate::HEADER_V2,
+            Schema::V3 => crate::HEADER_V3,
+        }
+    }
+
+    /// `v2` or `v3`, as `--recovery-audit-schema` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Schema::V2 => "v2",
+            Schema::V3 => "v3",
+        }
+    }
+
+    /// The schema whose header line (without newline) is `line`.
+    pub fn from_header_line(line: &[u8]) -> Option<Schema> {
+        [Schema::V2, Schema::V3]
+            .into_iter()
+            .find(|s| s.header().trim_end().as_bytes() == line)
+    }
+}
+
+impl std::str::FromStr for Schema {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Schema, String> {
+        match s {
+            "v2" | "2" => Ok(Schema::V2),
+            "v3" | "3" => Ok(Schema::V3),
+            other => Err(format!(
+                "unknown audit schema {other:?}; expected v2 (the original's, default) or v3 (adds name and unit columns)"
+            )),
+        }
+    }
+}
+
+/// The agent columns of a schema v3 record: who the record is about.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Agent {
+    /// The agent's name (`unknown` when the observer does not know it).
+    pub name: String,
+    /// Its systemd unit; `None` (written `-`) when it has none or it is
+    /// unknown.
+    pub unit: Option<String>,
+}
+
+impl Agent {
+    /// An agent of this name and unit.
+    pub fn new(name: impl Into<String>, unit: Option<impl Into<String>>) -> Agent {
+        Agent {
+            name: name.into(),
+            unit: unit.map(Into::into),
+        }
+    }
+
+    /// The two columns, tab-separated, [`sanitize`]d; an empty name is
+    /// written `unknown`, no unit `-`.
+    fn columns(&self) -> String {
+        let name = sanitize(&self.name);
+        let name = if name.is_empty() {
+            "unknown".to_string()
+        } else {
+            name
+        };
+        let unit = match self.unit.as_deref().map(sanitize) {
+            Some(u) if !u.is_empty() => u,
+            _ => "-".to_string(),
+        };
+        format!("{name}\t{unit}")
+    }
+}
+
 /// Why a `boot` record was written. The tokens are 0.2.0's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BootReason {
@@ -147,6 +235,8 @@ pub struct ParsedLine {
     pub chain: ChainHash,
     /// Length of the chained body: the line up to the tab before `chain`.
     pub body_len: usize,
+    /// Schema v3 agent records: the `name` and `unit` columns.
+    pub agent: Option<Agent>,
 }
 
 /// Why a line is not a valid record.
@@ -336,10 +426,45 @@ impl Record {
         s
     }
 
+    /// Whether the record is about an agent (`spawn`, `complete`,
+    /// `refused`): schema v3 gives these the `name` and `unit` columns.
+    pub fn has_agent(&self) -> bool {
+        !matches!(self, Record::Boot { .. })
+    }
+
+    /// The chained body in `schema`: [`Record::body`], and for v3 the
+    /// agent's `name` and `unit` columns appended to agent records (`agent`
+    /// None is written `unknown` and `-`). v2 ignores `agent`.
+    pub fn body_as(&self, seq: u64, schema: Schema, agent: Option<&Agent>) -> String {
+        let mut s = self.body(seq);
+        if schema == Schema::V3 && self.has_agent() {
+            s.push('\t');
+            s.push_str(
+                &agent
+                    .cloned()
+                    .unwrap_or_else(|| Agent::new("unknown", None::<String>))
+                    .columns(),
+            );
+        }
+        s
+    }
+
     /// The full line (newline included) of this record as number `seq`
     /// following a record whose chain was `prev`, and its own chain value.
     pub fn to_line(&self, seq: u64, key: &ChainKey, prev: &ChainHash) -> (String, ChainHash) {
-        let mut line = self.body(seq);
+        self.to_line_as(seq, key, prev, Schema::V2, None)
+    }
+
+    /// [`Record::to_line`] in `schema`, with the agent columns of v3.
+    pub fn to_line_as(
+        &self,
+        seq: u64,
+        key: &ChainKey,
+        prev: &ChainHash,
+        schema: Schema,
+        agent: Option<&Agent>,
+    ) -> (String, ChainHash) {
+        let mut line = self.body_as(seq, schema, agent);
         let chain = key.next(prev, self.kind(), line.as_bytes());
         line.push('\t');
         line.push_str(&to_hex(&chain));
@@ -410,13 +535,67 @@ fn opt_i32(column: &'static str, v: &str) -> Result<Option<i32>, ParseError> {
         .map_err(|_| bad(column, v))
 }
 
-/// Parses one record line (without its newline).
+/// Parses one schema v2 record line (without its newline).
 pub fn parse_line(line: &[u8]) -> Result<ParsedLine, ParseError> {
+    parse_line_as(line, Schema::V2)
+}
+
+/// Parses one record line (without its newline) of a file in `schema`.
+pub fn parse_line_as(line: &[u8], schema: Schema) -> Result<ParsedLine, ParseError> {
     let s = std::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
     if s.contains(['\r', '\n']) {
         return Err(ParseError::LineBreak);
     }
-    let cols: Vec<&str> = s.split('\t').collect();
+    let mut cols: Vec<&str> = s.split('\t').collect();
+    let mut agent = None;
+    if schema == Schema::V3 && cols.len() > 3 && matches!(cols[3], "spawn" | "complete" | "refused")
+    {
+        // v3 appends name and unit before chain: take them out and parse
+        // the rest as v2.
+        let (kind, min) = match cols[3] {
+            "spawn" => ("spawn", 13),
+            "complete" => ("complete", 16),
+            _ => ("refused", 9),
+        };
+        if cols.len() < min {
+            let column = match min - cols.len() {
+                1 => "chain",
+                2 => "unit",
+                _ => "name",
+            };
+            // Missing leading columns are reported by the v2 parse below
+            // when the agent columns are not what is missing.
+            if min - cols.len() <= 3 {
+                return Err(ParseError::MissingColumn { column });
+            }
+        } else {
+            let max = if kind == "complete" { 17 } else { min };
+            if cols.len() > max {
+                return Err(ParseError::ExtraColumns {
+                    kind,
+                    found: cols.len(),
+                    expected: match kind {
+                        "spawn" => "13",
+                        "complete" => "16 or 17",
+                        _ => "9",
+                    },
+                });
+            }
+            let n = cols.len();
+            let unit = cols.remove(n - 2);
+            let name = cols.remove(n - 3);
+            if name.is_empty() {
+                return Err(bad("name", name));
+            }
+            if unit.is_empty() {
+                return Err(bad("unit", unit));
+            }
+            agent = Some(Agent {
+                name: name.to_string(),
+                unit: (unit != "-").then(|| unit.to_string()),
+            });
+        }
+    }
     let get = |i: usize, names: &[&'static str]| -> Result<&str, ParseError> {
         cols.get(i).copied().ok_or(ParseError::MissingColumn {
             column: names[i - 4],
@@ -527,6 +706,7 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedLine, ParseError> {
         record,
         chain,
         body_len: s.len() - chain_str.len() - 1,
+        agent,
     })
 }
 
@@ -576,6 +756,85 @@ mod tests {
             assert_eq!(p.chain, chain);
             assert_eq!(p.seq, 3);
         }
+    }
+
+    #[test]
+    fn v3_appends_name_and_unit_and_round_trips() {
+        let spawn = Record::Spawn {
+            wallclock_ms: 1,
+            observer_ns: 2,
+            agent_pid: 3,
+            child_pid: 4,
+            mode: "exec".into(),
+            program: "/bin/true".into(),
+            source: "inline".into(),
+            template_len: 9,
+        };
+        let refused = Record::Refused {
+            wallclock_ms: 1,
+            observer_ns: 2,
+            agent_pid: 0,
+            reason: "given_up".into(),
+        };
+        let boot = Record::Boot {
+            wallclock_ms: 1,
+            observer_ns: 0,
+            daemon_pid: 5,
+            prev_chain: None,
+            reason: BootReason::Fresh,
+        };
+        let agents = [
+            Agent::new("nginx", Some("nginx.service")),
+            Agent::new("bat\tch\nx", None::<String>),
+        ];
+        for r in [
+            spawn.clone(),
+            refused,
+            complete(None),
+            complete(Some("e")),
+            boot.clone(),
+        ] {
+            for a in &agents {
+                let (line, chain) =
+                    r.to_line_as(7, &ChainKey::Plain, &ZERO_CHAIN, Schema::V3, Some(a));
+                let trimmed = line.trim_end_matches('\n');
+                let p = parse_line_as(trimmed.as_bytes(), Schema::V3).unwrap();
+                assert_eq!(p.record, r);
+                assert_eq!(p.chain, chain);
+                assert_eq!(p.body_len, trimmed.len() - 65);
+                if r.has_agent() {
+                    let got = p.agent.unwrap();
+                    assert_eq!(got.name, sanitize(&a.name));
+                    assert_eq!(got.unit, a.unit);
+                    // Two more columns than v2, and v2 refuses it.
+                    let (v2, _) = r.to_line(7, &ChainKey::Plain, &ZERO_CHAIN);
+                    assert_eq!(line.matches('\t').count(), v2.matches('\t').count() + 2);
+                } else {
+                    assert_eq!(p.agent, None);
+                    assert_eq!(line, r.to_line(7, &ChainKey::Plain, &ZERO_CHAIN).0);
+                }
+            }
+        }
+        // v2 is unchanged by an agent, and an unknown agent is written so.
+        let a = Agent::new("x", Some("y"));
+        assert_eq!(
+            spawn.to_line_as(1, &ChainKey::Plain, &ZERO_CHAIN, Schema::V2, Some(&a)),
+            spawn.to_line(1, &ChainKey::Plain, &ZERO_CHAIN)
+        );
+        let body = spawn.body_as(1, Schema::V3, None);
+        assert!(body.ends_with("\t9\tunknown\t-"), "{body}");
+        // Missing agent columns are named.
+        let v2 = spawn.to_line(1, &ChainKey::Plain, &ZERO_CHAIN).0;
+        assert_eq!(
+            parse_line_as(v2.trim_end().as_bytes(), Schema::V3).unwrap_err(),
+            ParseError::MissingColumn { column: "unit" }
+        );
+        assert_eq!("v3".parse::<Schema>(), Ok(Schema::V3));
+        assert!("v4".parse::<Schema>().is_err());
+        assert_eq!(
+            Schema::from_header_line(b"# varta-watch recovery audit v3"),
+            Some(Schema::V3)
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use crate::chain::{ChainHash, ChainKey, ZERO_CHAIN};
-use crate::record::{parse_line, ParsedLine, Record};
-use crate::{HEADER_V1_PREFIX, HEADER_V2};
+use crate::record::{parse_line_as, ParsedLine, Record, Schema};
+use crate::{HEADER_V1_PREFIX, HEADER_V2, HEADER_V3};
 
 /// Bytes read from the end of the file. A record line is a few hundred bytes
 /// (paths are the only long fields), so this always holds many records.
@@ -22,6 +22,8 @@ pub enum Header {
     Empty,
     /// A v2 header.
     V2,
+    /// A v3 header (ours: agent `name` and `unit` columns).
+    V3,
     /// A prefix of the v2 header and nothing else: a crash while the header
     /// was being written.
     TornHeader,
@@ -29,6 +31,17 @@ pub enum Header {
     LegacyV1,
     /// Anything else: not an audit file.
     Unknown,
+}
+
+impl Header {
+    /// The schema of a v2 or v3 header.
+    pub fn schema(self) -> Option<Schema> {
+        match self {
+            Header::V2 => Some(Schema::V2),
+            Header::V3 => Some(Schema::V3),
+            _ => None,
+        }
+    }
 }
 
 /// The last complete, parseable record of a file.
@@ -63,7 +76,7 @@ pub struct TailProbe {
     pub len: u64,
     /// What the file starts with.
     pub header: Header,
-    /// The last complete, parseable record (v2 files only).
+    /// The last complete, parseable record (v2 and v3 files only).
     pub last: Option<TailRecord>,
     /// Where to cut the file so it ends with its last complete record (or
     /// header): set when a torn or unparseable tail follows it.
@@ -89,9 +102,15 @@ pub fn probe(file: &File) -> io::Result<TailProbe> {
     }
     let mut head = vec![0u8; len.min(hlen) as usize];
     file.read_exact_at(&mut head, 0)?;
-    if head == HEADER_V2.as_bytes() {
+    let schema = if head == HEADER_V2.as_bytes() {
         out.header = Header::V2;
-    } else if len < hlen && HEADER_V2.as_bytes().starts_with(&head) {
+        Schema::V2
+    } else if head == HEADER_V3.as_bytes() {
+        out.header = Header::V3;
+        Schema::V3
+    } else if len < hlen
+        && (HEADER_V2.as_bytes().starts_with(&head) || HEADER_V3.as_bytes().starts_with(&head))
+    {
         out.header = Header::TornHeader;
         out.truncate_to = Some(0);
         return Ok(out);
@@ -102,7 +121,8 @@ pub fn probe(file: &File) -> io::Result<TailProbe> {
             Header::Unknown
         };
         return Ok(out);
-    }
+    };
+    debug_assert_eq!(HEADER_V2.len(), HEADER_V3.len());
 
     let start = hlen.max(len.saturating_sub(TAIL_WINDOW));
     out.complete_scan = start == hlen;
@@ -126,13 +146,13 @@ pub fn probe(file: &File) -> io::Result<TailProbe> {
         .iter()
         .enumerate()
         .rev()
-        .find_map(|(i, &(f, t))| parse_line(&buf[f..t]).ok().map(|p| (i, p)));
+        .find_map(|(i, &(f, t))| parse_line_as(&buf[f..t], schema).ok().map(|p| (i, p)));
     match parsed {
         Some((i, line)) => {
             let (f, t) = spans[i];
             let prev = if i > 0 {
                 let (pf, pt) = spans[i - 1];
-                parse_line(&buf[pf..pt]).ok().map(|p| p.chain)
+                parse_line_as(&buf[pf..pt], schema).ok().map(|p| p.chain)
             } else if out.complete_scan {
                 Some(match &line.record {
                     Record::Boot {

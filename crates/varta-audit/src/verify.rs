@@ -7,8 +7,8 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::chain::{ChainHash, ChainKey, ZERO_CHAIN};
-use crate::record::{parse_line, ParseError, Record};
-use crate::{HEADER_V1_PREFIX, HEADER_V2};
+use crate::record::{parse_line_as, ParseError, Record, Schema};
+use crate::{HEADER_V1_PREFIX, HEADER_V2, HEADER_V3};
 
 /// Longest line the verifier reads (a real record is a few hundred bytes);
 /// bounds memory on garbage input.
@@ -34,6 +34,8 @@ pub struct Summary {
     /// resumed file whose earlier records were not given): nothing before
     /// it was checked.
     pub anchored_at: Option<u64>,
+    /// Files with a schema v3 header (the others are v2).
+    pub v3_files: usize,
 }
 
 impl fmt::Display for Summary {
@@ -49,6 +51,15 @@ impl fmt::Display for Summary {
             plural(self.boots, "boot"),
             plural(self.files as u64, "file")
         )?;
+        if self.v3_files == self.files && self.files > 0 {
+            f.write_str(", schema v3")?;
+        } else if self.v3_files > 0 {
+            write!(
+                f,
+                ", schema v2 and v3 ({} v3)",
+                plural(self.v3_files as u64, "file")
+            )?;
+        }
         if let Some(seq) = self.anchored_at {
             write!(
                 f,
@@ -100,7 +111,12 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::MissingHeader => write!(f, "missing header line `{}`", HEADER_V2.trim_end()),
+            Problem::MissingHeader => write!(
+                f,
+                "missing header line `{}` (or `{}`)",
+                HEADER_V2.trim_end(),
+                HEADER_V3.trim_end()
+            ),
             Problem::LegacyV1 => f.write_str(
                 "legacy v1 file: v1 records carry no seq or chain and cannot be verified",
             ),
@@ -201,6 +217,7 @@ impl Verifier {
         mut reader: R,
     ) -> Result<(), VerifyError> {
         self.summary.files += 1;
+        let mut schema = Schema::V2;
         let mut buf = Vec::new();
         let mut line_no = 0u64;
         loop {
@@ -237,7 +254,11 @@ impl Verifier {
                 return fail(p, leading_seq(&buf), before);
             };
             if line_no == 1 {
-                if content == HEADER_V2.trim_end().as_bytes() {
+                if let Some(s) = Schema::from_header_line(content) {
+                    schema = s;
+                    if s == Schema::V3 {
+                        self.summary.v3_files += 1;
+                    }
                     continue;
                 }
                 let p = if content.starts_with(HEADER_V1_PREFIX.as_bytes()) {
@@ -247,7 +268,7 @@ impl Verifier {
                 };
                 return fail(p, None, before);
             }
-            if let Err((p, seq)) = self.check_line(content) {
+            if let Err((p, seq)) = self.check_line(content, schema) {
                 return fail(p, seq, before);
             }
         }
@@ -263,8 +284,9 @@ impl Verifier {
         Ok(())
     }
 
-    fn check_line(&mut self, content: &[u8]) -> Result<(), (Problem, Option<u64>)> {
-        let p = parse_line(content).map_err(|e| (Problem::Unparseable(e), leading_seq(content)))?;
+    fn check_line(&mut self, content: &[u8], schema: Schema) -> Result<(), (Problem, Option<u64>)> {
+        let p = parse_line_as(content, schema)
+            .map_err(|e| (Problem::Unparseable(e), leading_seq(content)))?;
         let seq = Some(p.seq);
         if let Some(prev) = self.summary.last_seq {
             if p.seq <= prev {
@@ -335,6 +357,8 @@ fn run(paths: &[PathBuf], key: &ChainKey) -> Result<Summary, VerifyError> {
 }
 
 /// Verifies `paths` as one chain, oldest first (`PATH.5` … `PATH.1`, `PATH`).
+/// Each file is read in the schema its header declares (v2 or v3), so a
+/// chain that changed schema at a rotation or restart verifies.
 ///
 /// A keyed verification of a file that verifies as plain SHA-256 fails with
 /// [`Problem::PlainChainWithKey`]; an unkeyed verification that fails at
@@ -396,6 +420,75 @@ mod tests {
             Err(VerifyError::Invalid(f)) => Err(f),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// A v3 file: boot, then refused records with agent columns.
+    fn file_v3(n: u64, first_seq: u64, prev0: ChainHash, key: &ChainKey) -> (String, ChainHash) {
+        let mut s = String::from(crate::HEADER_V3);
+        let mut prev = prev0;
+        for seq in first_seq..first_seq + n {
+            let rec = if seq == first_seq {
+                Record::Boot {
+                    wallclock_ms: 1,
+                    observer_ns: 0,
+                    daemon_pid: 7,
+                    prev_chain: (seq > 1).then_some(prev0),
+                    reason: if seq > 1 {
+                        BootReason::Rotation
+                    } else {
+                        BootReason::Fresh
+                    },
+                }
+            } else {
+                Record::Refused {
+                    wallclock_ms: seq,
+                    observer_ns: seq,
+                    agent_pid: 100 + seq as u32,
+                    reason: "given_up".into(),
+                }
+            };
+            let agent = crate::Agent::new("billing", Some("billing.service"));
+            let (l, c) = rec.to_line_as(seq, key, &prev, Schema::V3, Some(&agent));
+            s.push_str(&l);
+            prev = c;
+        }
+        (s, prev)
+    }
+
+    #[test]
+    fn v3_files_verify_and_edits_of_agent_columns_are_caught() {
+        let (text, _) = file_v3(4, 1, ZERO_CHAIN, &ChainKey::Plain);
+        assert!(text.contains("\tgiven_up\tbilling\tbilling.service\t"));
+        let s = check(&text, &ChainKey::Plain).unwrap();
+        assert_eq!((s.records, s.v3_files), (4, 1));
+        assert_eq!(
+            s.to_string(),
+            "4 records (seq 1..4), 1 boot, 1 file, schema v3"
+        );
+        let edited = text.replacen("\tbilling\t", "\tbillinG\t", 1);
+        let f = check(&edited, &ChainKey::Plain).unwrap_err();
+        assert_eq!(f.problem, Problem::ChainMismatch { maybe_keyed: false });
+        // A v3 file read as v2 (header swapped) does not parse.
+        let swapped = text.replacen(crate::HEADER_V3, HEADER_V2, 1);
+        let f = check(&swapped, &ChainKey::Plain).unwrap_err();
+        assert!(matches!(f.problem, Problem::Unparseable(_)), "{f}");
+    }
+
+    #[test]
+    fn a_chain_may_change_schema_at_a_file_boundary() {
+        let old = file(3, &ChainKey::Plain);
+        let mut v = Verifier::new(ChainKey::Plain);
+        v.check_reader(Path::new("a.1"), old.as_bytes()).unwrap();
+        let last = v.summary.last_chain.unwrap();
+        let (new, _) = file_v3(3, 4, last, &ChainKey::Plain);
+        v.check_reader(Path::new("a"), new.as_bytes()).unwrap();
+        let s = v.finish();
+        assert_eq!((s.records, s.files, s.v3_files), (6, 2, 1));
+        assert!(
+            s.to_string()
+                .ends_with("2 files, schema v2 and v3 (1 file v3)"),
+            "{s}"
+        );
     }
 
     #[test]

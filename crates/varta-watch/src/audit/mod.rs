@@ -37,7 +37,7 @@ use std::time::Instant;
 use std::path::PathBuf;
 
 use crate::config::AuditConfig;
-use varta_audit::{ChainKey, KeyFileError, Record, SecretFileError};
+use varta_audit::{Agent, ChainKey, KeyFileError, Record, SecretFileError};
 
 use writer::{Sink, Writer};
 
@@ -119,7 +119,7 @@ pub enum AuditError {
         source: std::io::Error,
     },
     /// The file has some other content.
-    #[error("--recovery-audit-file {}: not a varta audit file (it does not start with `# varta-watch recovery audit v2`); point the option at a new path or move the file aside", .path.display())]
+    #[error("--recovery-audit-file {}: not a varta audit file (it does not start with `# varta-watch recovery audit v2` or `v3`); point the option at a new path or move the file aside", .path.display())]
     NotAuditFile {
         /// The file.
         path: PathBuf,
@@ -192,7 +192,7 @@ pub struct ShutdownReport {
 /// The audit log: owned by the recovery thread.
 #[derive(Debug)]
 pub struct AuditLog {
-    tx: SyncSender<Record>,
+    tx: SyncSender<writer::Queued>,
     shared: Arc<Shared>,
     counters: Arc<AuditCounters>,
     thread: JoinHandle<()>,
@@ -271,7 +271,14 @@ impl AuditLog {
     /// in queue order. Never blocks: returns false (and counts a drop) when
     /// the queue is full.
     pub fn submit(&self, rec: Record) -> bool {
-        match self.tx.try_send(rec) {
+        self.submit_for(rec, None)
+    }
+
+    /// [`AuditLog::submit`] with the agent the record is about: its name
+    /// and unit fill the columns of schema v3 (`unknown` and `-` without
+    /// it); schema v2 ignores it.
+    pub fn submit_for(&self, rec: Record, agent: Option<Agent>) -> bool {
+        match self.tx.try_send((rec, agent)) {
             Ok(()) => {
                 self.shared.accepted.fetch_add(1, Ordering::Relaxed);
                 true

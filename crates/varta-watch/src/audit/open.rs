@@ -10,7 +10,7 @@ use rustix::io::Errno;
 use varta_audit::secret_file::{check_metadata, open_error, open_secret_file};
 use varta_audit::{probe, rotated_path, BootReason, ChainKey, Header, TailRecord};
 
-use super::writer::{sync_parent, Start};
+use super::writer::{shift_generations, sync_parent, Start};
 use super::{AuditError, AuditSettings};
 
 /// What startup decided, besides the [`Start`] for the sink.
@@ -100,7 +100,8 @@ pub(super) fn open(
     key: ChainKey,
 ) -> Result<Opened, AuditError> {
     let path = &s.file.path;
-    let (file, created) = open_or_create(path)?;
+    let schema = s.file.schema;
+    let (mut file, mut created) = open_or_create(path)?;
     if created {
         // The new directory entry must survive a power cut like the records.
         sync_parent(path).map_err(io_err(path))?;
@@ -112,7 +113,7 @@ pub(super) fn open(
         rustix::fs::fdatasync(&file).map_err(|e| io_err(path)(e.into()))?;
         repaired = p.len - to;
     }
-    let len = p.truncate_to.unwrap_or(p.len);
+    let mut len = p.truncate_to.unwrap_or(p.len);
     let (continues, needs_header, reason) = match p.header {
         Header::LegacyV1 => {
             return Err(AuditError::LegacyV1 {
@@ -124,20 +125,38 @@ pub(super) fn open(
                 path: path.to_path_buf(),
             })
         }
-        Header::V2 if p.last.is_none() && !p.complete_scan => {
+        Header::V2 | Header::V3 if p.last.is_none() && !p.complete_scan => {
             return Err(AuditError::NoRecordInTail {
                 path: path.to_path_buf(),
             })
         }
-        Header::V2 if p.last.is_some() => {
+        Header::V2 | Header::V3 if p.last.is_some() => {
             let last = p.last.as_ref().expect("checked");
             check_link(path, last, &key)?;
-            let reason = if repaired > 0 {
-                BootReason::CorruptTail
+            let continues = Some((last.line.seq, last.line.chain));
+            if p.header.schema() != Some(schema) {
+                // One file holds one schema: the file in the other schema
+                // becomes PATH.1 and a new file in ours continues its chain
+                // (a `rotation` boot), as a size rotation would.
+                shift_generations(path).map_err(io_err(path))?;
+                (file, created) = open_or_create(path)?;
+                sync_parent(path).map_err(io_err(path))?;
+                len = 0;
+                tracing::info!(
+                    path = %path.display(),
+                    from = p.header.schema().map_or("?", |s| s.as_str()),
+                    to = schema.as_str(),
+                    "recovery audit schema changed: the old file was rotated to PATH.1 and the chain continues in a new file"
+                );
+                (continues, true, BootReason::Rotation)
             } else {
-                BootReason::Resume
-            };
-            (Some((last.line.seq, last.line.chain)), false, reason)
+                let reason = if repaired > 0 {
+                    BootReason::CorruptTail
+                } else {
+                    BootReason::Resume
+                };
+                (continues, false, reason)
+            }
         }
         // No record in the file (empty, torn header, header only or only
         // garbage after it): continue PATH.1's chain if there is one.
@@ -149,7 +168,12 @@ pub(super) fn open(
                 (false, None) => BootReason::Fresh,
             };
             let continues = prev.map(|t| (t.line.seq, t.line.chain));
-            (continues, header != Header::V2, reason)
+            if header.schema().is_some_and(|h| h != schema) {
+                // A header of the other schema and no record: rewrite it.
+                rustix::fs::ftruncate(&file, 0).map_err(|e| io_err(path)(e.into()))?;
+                len = 0;
+            }
+            (continues, header.schema() != Some(schema), reason)
         }
     };
     Ok(Opened {
@@ -158,6 +182,7 @@ pub(super) fn open(
             file,
             len,
             key,
+            schema,
             daemon_pid,
             max_bytes: s.file.max_bytes,
             sync_every: s.file.sync_every,

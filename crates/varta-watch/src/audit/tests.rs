@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use varta_audit::record::parse_line;
 use varta_audit::{
     existing_generations, rotated_path, verify_files, BootReason, ChainKey, Problem, Record,
     Summary, VerifyError,
@@ -21,6 +20,7 @@ fn settings(path: &Path) -> AuditSettings {
             max_bytes: None,
             sync_every: 1,
             key_file: None,
+            schema: varta_audit::Schema::V2,
         },
         queue_capacity: DEFAULT_QUEUE_CAPACITY,
     }
@@ -55,12 +55,16 @@ fn verify(paths: &[PathBuf], key: &ChainKey) -> Summary {
 
 /// The boot records of a file: (seq, prev_chain, reason).
 fn boots(path: &Path) -> Vec<(u64, Option<[u8; 32]>, BootReason)> {
-    std::fs::read_to_string(path)
-        .unwrap()
+    let text = std::fs::read_to_string(path).unwrap();
+    let schema = text
         .lines()
+        .next()
+        .and_then(|h| varta_audit::Schema::from_header_line(h.as_bytes()))
+        .unwrap_or_default();
+    text.lines()
         .skip(1)
         .filter_map(|l| {
-            let p = parse_line(l.as_bytes()).unwrap();
+            let p = varta_audit::parse_line_as(l.as_bytes(), schema).unwrap();
             match p.record {
                 Record::Boot {
                     prev_chain, reason, ..
@@ -519,4 +523,80 @@ fn disk_full_child() {
     set_fsize(None);
     assert_eq!(verify(&[path2], &ChainKey::Plain).records, 1);
     println!("CHILD-OK");
+}
+
+#[test]
+fn schema_v3_writes_agent_columns_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.tsv");
+    let mut s = settings(&path);
+    s.file.schema = varta_audit::Schema::V3;
+    let counters = Arc::new(AuditCounters::default());
+    let log = AuditLog::open(&s, 4242, counters).expect("open");
+    assert!(log.submit_for(
+        spawn_rec(1),
+        Some(varta_audit::Agent::new("nginx", Some("nginx.service")))
+    ));
+    assert!(log.submit(spawn_rec(2)));
+    log.shutdown(Instant::now() + Duration::from_secs(10));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with(varta_audit::HEADER_V3), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[2].contains("\t22\tnginx\tnginx.service\t"),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[3].contains("\t22\tunknown\t-\t"), "{}", lines[3]);
+    let sum = verify(std::slice::from_ref(&path), &ChainKey::Plain);
+    assert_eq!((sum.records, sum.v3_files), (3, 1));
+}
+
+#[test]
+fn changing_the_schema_rotates_and_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.tsv");
+    let v2 = settings(&path);
+    run(&v2, 2);
+    let mut v3 = settings(&path);
+    v3.file.schema = varta_audit::Schema::V3;
+    run(&v3, 2);
+    // The v2 file became PATH.1; the v3 file continues its chain.
+    let old = rotated_path(&path, 1);
+    assert!(std::fs::read_to_string(&old)
+        .unwrap()
+        .starts_with(varta_audit::HEADER_V2));
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .starts_with(varta_audit::HEADER_V3));
+    assert_eq!(boots(&path)[0].2, BootReason::Rotation);
+    let sum = verify(&[old.clone(), path.clone()], &ChainKey::Plain);
+    assert_eq!((sum.records, sum.files, sum.v3_files), (6, 2, 1));
+    // Back to v2: the v3 file is rotated in turn; a restart in the same
+    // schema resumes.
+    run(&v2, 1);
+    run(&v2, 1);
+    let all: Vec<PathBuf> = existing_generations(&path)
+        .into_iter()
+        .chain([path.clone()])
+        .collect();
+    assert_eq!(all.len(), 3);
+    let sum = verify(&all, &ChainKey::Plain);
+    assert_eq!((sum.records, sum.files, sum.v3_files), (10, 3, 1));
+    assert_eq!(boots(&path).last().unwrap().2, BootReason::Resume);
+}
+
+#[test]
+fn a_header_only_file_of_the_other_schema_is_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.tsv");
+    std::fs::write(&path, varta_audit::HEADER_V2).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut v3 = settings(&path);
+    v3.file.schema = varta_audit::Schema::V3;
+    run(&v3, 1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with(varta_audit::HEADER_V3));
+    assert_eq!(text.matches("# varta-watch").count(), 1);
+    verify(std::slice::from_ref(&path), &ChainKey::Plain);
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
-use varta_audit::{rotated_path, BootReason, ChainHash, ChainKey, Record, GENERATIONS, HEADER_V2};
+use varta_audit::{
+    rotated_path, Agent, BootReason, ChainHash, ChainKey, Record, Schema, GENERATIONS,
+};
 
 use super::{AuditCounters, Shared};
 
@@ -44,6 +46,7 @@ pub(super) struct Sink {
     pub(super) path: PathBuf,
     file: File,
     key: ChainKey,
+    schema: Schema,
     daemon_pid: u32,
     max_bytes: Option<u64>,
     sync_every: usize,
@@ -69,6 +72,8 @@ pub(super) struct Start {
     pub(super) file: File,
     pub(super) len: u64,
     pub(super) key: ChainKey,
+    /// Schema of the records (and of the header of a new file).
+    pub(super) schema: Schema,
     pub(super) daemon_pid: u32,
     pub(super) max_bytes: Option<u64>,
     pub(super) sync_every: u32,
@@ -87,6 +92,7 @@ impl Sink {
             path: s.path,
             file: s.file,
             key: s.key,
+            schema: s.schema,
             daemon_pid: s.daemon_pid,
             max_bytes: s.max_bytes,
             sync_every: s.sync_every.max(1) as usize,
@@ -108,15 +114,17 @@ impl Sink {
 
     fn push_header(&mut self) {
         self.pending.push(Pending {
-            text: HEADER_V2.to_string(),
+            text: self.schema.header().to_string(),
             record: false,
             submitted: false,
         });
     }
 
     /// Formats `rec` with the next seq and chain and queues it for writing.
-    fn push(&mut self, rec: &Record, submitted: bool) {
-        let (text, chain) = rec.to_line(self.next_seq, &self.key, &self.prev);
+    /// `agent` fills the v3 `name` and `unit` columns (ignored by v2).
+    fn push(&mut self, rec: &Record, agent: Option<&Agent>, submitted: bool) {
+        let (text, chain) =
+            rec.to_line_as(self.next_seq, &self.key, &self.prev, self.schema, agent);
         self.next_seq = self.next_seq.saturating_add(1);
         self.prev = chain;
         self.pending.push(Pending {
@@ -135,7 +143,7 @@ impl Sink {
             prev_chain: continues.then_some(self.prev),
             reason,
         };
-        self.push(&rec, false);
+        self.push(&rec, None, false);
     }
 
     /// Writes the pending lines not yet in the file. On failure the file is
@@ -211,18 +219,7 @@ impl Sink {
     /// Shifts the generations and renames the live file to `PATH.1`.
     /// Nothing is lost on failure: the current file stays open and in use.
     fn shift_generations(&self) -> io::Result<()> {
-        let ignore_missing = |r: io::Result<()>| match r {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        };
-        ignore_missing(std::fs::remove_file(rotated_path(&self.path, GENERATIONS)))?;
-        for n in (1..GENERATIONS).rev() {
-            ignore_missing(std::fs::rename(
-                rotated_path(&self.path, n),
-                rotated_path(&self.path, n + 1),
-            ))?;
-        }
-        std::fs::rename(&self.path, rotated_path(&self.path, 1))
+        shift_generations(&self.path)
     }
 
     /// Creates the new live file and queues its header and `rotation` boot.
@@ -245,6 +242,23 @@ impl Sink {
         self.push_boot(BootReason::Rotation, true);
         Ok(())
     }
+}
+
+/// Shifts the generations of `path` (`PATH.4` → `PATH.5` …, the oldest
+/// dropped) and renames `path` to `PATH.1`.
+pub(super) fn shift_generations(path: &std::path::Path) -> io::Result<()> {
+    let ignore_missing = |r: io::Result<()>| match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    ignore_missing(std::fs::remove_file(rotated_path(path, GENERATIONS)))?;
+    for n in (1..GENERATIONS).rev() {
+        ignore_missing(std::fs::rename(
+            rotated_path(path, n),
+            rotated_path(path, n + 1),
+        ))?;
+    }
+    std::fs::rename(path, rotated_path(path, 1))
 }
 
 /// `fsync` the directory holding `path`, so a create or rename survives a
@@ -309,12 +323,15 @@ impl Outage {
 /// The writer thread.
 pub(super) struct Writer {
     pub(super) sink: Sink,
-    pub(super) rx: Receiver<Record>,
+    pub(super) rx: Receiver<Queued>,
     outage: Outage,
 }
 
+/// A submitted record and, for schema v3, whom it is about.
+pub(super) type Queued = (Record, Option<Agent>);
+
 impl Writer {
-    pub(super) fn new(sink: Sink, rx: Receiver<Record>) -> Writer {
+    pub(super) fn new(sink: Sink, rx: Receiver<Queued>) -> Writer {
         Writer {
             sink,
             rx,
@@ -403,14 +420,14 @@ impl Writer {
                 self.rx.recv_timeout(IDLE_SYNC)
             };
             match next {
-                Ok(rec) => {
+                Ok((rec, agent)) => {
                     if self.deadline_passed() {
                         // One last attempt for what is already pending;
                         // the rest of the queue is reported as not written.
                         let _ = self.sink.commit();
                         return;
                     }
-                    self.sink.push(&rec, true);
+                    self.sink.push(&rec, agent.as_ref(), true);
                     let write_now = self.sink.write_pending();
                     if write_now.is_err() || self.sink.pending.len() >= self.sink.sync_every {
                         if let Err(e) = write_now {

@@ -258,6 +258,13 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "PATH", help_heading = H_AUDIT)]
     recovery_audit_key_file: Option<PathBuf>,
 
+    /// Audit file schema: v2 (the original's, byte for byte) or v3 (v2
+    /// plus the agent's name and unit columns on spawn, complete and
+    /// refused records). A file of the other schema is rotated to PATH.1
+    /// and its chain continued in a new file. Default v2.
+    #[arg(long, value_name = "v2|v3", help_heading = H_AUDIT)]
+    recovery_audit_schema: Option<String>,
+
     #[command(flatten)]
     watchdog: super::watchdog::WatchdogFlags,
 
@@ -332,6 +339,7 @@ impl Cli {
             recovery_audit_max_bytes: self.recovery_audit_max_bytes,
             recovery_audit_sync_every: self.recovery_audit_sync_every,
             recovery_audit_key_file: self.recovery_audit_key_file,
+            recovery_audit_schema: self.recovery_audit_schema,
             shutdown_grace_ms: self.shutdown_grace_ms,
             heartbeat_file: self.watchdog.heartbeat_file,
             self_watchdog_secs: self.watchdog.self_watchdog_secs,

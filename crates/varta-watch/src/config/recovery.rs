@@ -183,6 +183,7 @@ pub(super) fn build<'a>(
                 max_bytes: merged.recovery_audit_max_bytes,
                 sync_every,
                 key_file: merged.recovery_audit_key_file.clone(),
+                schema: merged.recovery_audit_schema.unwrap_or_default(),
             })
         }
         None => {
@@ -201,6 +202,11 @@ pub(super) fn build<'a>(
                     "recovery-audit-key-file",
                     merged.recovery_audit_key_file.is_some(),
                     from_flags.recovery_audit_key_file.is_some(),
+                ),
+                (
+                    "recovery-audit-schema",
+                    merged.recovery_audit_schema.is_some(),
+                    from_flags.recovery_audit_schema.is_some(),
                 ),
             ];
             for (key, given, as_flag) in audit_only {
@@ -311,13 +317,14 @@ pub(super) fn diff(old: &Config, new: &Config, out: &mut Vec<String>) {
     let describe_a = |a: &Option<AuditConfig>| match a {
         None => "none".to_string(),
         Some(a) => format!(
-            "{} max-bytes={} sync-every={} key={}",
+            "{} max-bytes={} sync-every={} key={} schema={}",
             a.path.display(),
             a.max_bytes.map_or("none".into(), |n| n.to_string()),
             a.sync_every,
             a.key_file
                 .as_ref()
-                .map_or("none".into(), |p| p.display().to_string())
+                .map_or("none".into(), |p| p.display().to_string()),
+            a.schema.as_str()
         ),
     };
     if old.recovery != new.recovery {

@@ -84,6 +84,7 @@ pub(crate) struct RawSettings {
     pub recovery_audit_max_bytes: Option<u64>,
     pub recovery_audit_sync_every: Option<u64>,
     pub recovery_audit_key_file: Option<PathBuf>,
+    pub recovery_audit_schema: Option<String>,
     pub shutdown_grace_ms: Option<u64>,
     pub heartbeat_file: Option<PathBuf>,
     pub self_watchdog_secs: Option<u64>,
@@ -209,6 +210,7 @@ pub(crate) struct Partial {
     pub recovery_audit_max_bytes: Option<u64>,
     pub recovery_audit_sync_every: Option<u32>,
     pub recovery_audit_key_file: Option<PathBuf>,
+    pub recovery_audit_schema: Option<varta_audit::Schema>,
     pub shutdown_grace: Option<Duration>,
     pub heartbeat_file: Option<PathBuf>,
     pub self_watchdog: Option<Duration>,
@@ -282,6 +284,7 @@ impl Partial {
             recovery_audit_key_file: self
                 .recovery_audit_key_file
                 .or(lower.recovery_audit_key_file),
+            recovery_audit_schema: self.recovery_audit_schema.or(lower.recovery_audit_schema),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             heartbeat_file: self.heartbeat_file.or(lower.heartbeat_file),
             self_watchdog: self.self_watchdog.or(lower.self_watchdog),
@@ -490,6 +493,12 @@ impl RawSettings {
                 "recovery-audit-key-file",
                 self.recovery_audit_key_file,
                 None,
+            )?,
+            recovery_audit_schema: text(
+                o,
+                "recovery-audit-schema",
+                self.recovery_audit_schema,
+                |s| s.parse::<varta_audit::Schema>(),
             )?,
             shutdown_grace: ms(
                 o,

@@ -117,6 +117,9 @@ pub struct AuditConfig {
     pub sync_every: u32,
     /// HMAC-SHA256 key file (64 hex chars); plain SHA-256 chain without it.
     pub key_file: Option<PathBuf>,
+    /// `--recovery-audit-schema`: v2 (default, the original's byte for
+    /// byte) or v3 (agent `name` and `unit` columns appended).
+    pub schema: varta_audit::Schema,
 }
 
 /// Complete daemon configuration.

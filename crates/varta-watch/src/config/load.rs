@@ -9,7 +9,7 @@ use super::cli::{self, CompatFlag, Parsed};
 use super::error::ConfigError;
 use super::file::{self, FileSettings};
 use super::settings::{self, Origin, Partial};
-use super::types::{Config, ExportConfig, ExportFormat};
+use super::types::{Config, ExportConfig, ExportFormat, RecoveryConfig};
 
 /// What the command line asks the binary to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,19 +136,21 @@ fn build(
         }
     }
 
+    let rules = file_settings.rules;
     let (mut recovery, audit) =
-        super::recovery::build(&merged, &from_flags, &origin, &mut warnings)?;
+        super::recovery::build(&merged, &from_flags, &origin, &rules, &mut warnings)?;
     let watchdog = super::watchdog::build(&merged);
     let metrics = super::metrics::build(&merged, &from_flags, &origin, &mut warnings)?;
     let threshold = merged
         .threshold
         .unwrap_or(Duration::from_millis(super::types::DEFAULT_THRESHOLD_MS));
-    let rules = file_settings.rules;
     super::rules::check(
         &rules,
         file_path,
         threshold,
-        recovery.is_some(),
+        recovery
+            .as_ref()
+            .is_some_and(RecoveryConfig::has_global_command),
         merged.recovery_inherit_env.unwrap_or(false),
         &mut warnings,
     )?;
@@ -158,7 +160,10 @@ fn build(
         &merged,
         &from_flags,
         &origin,
-        recovery.is_some() || rules.may_recover_network_agents(),
+        recovery
+            .as_ref()
+            .is_some_and(RecoveryConfig::has_global_command)
+            || rules.may_recover_network_agents(),
         &mut warnings,
     )?;
     if let (Some(r), Some(u)) = (&mut recovery, &udp) {

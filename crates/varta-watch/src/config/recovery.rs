@@ -11,10 +11,16 @@ use super::types::*;
 
 /// Builds the recovery and audit sections. `origin(given_as_flag)` says
 /// where a setting came from so errors name the flag or the file key.
+///
+/// Without a global command, a base configuration (the global settings,
+/// an empty template) is built when some `[[agent]]` rule sets
+/// `recovery-exec` for agents it does not switch off: recovery then runs
+/// for those agents alone. Every rule's recovery part is attached.
 pub(super) fn build<'a>(
     merged: &Partial,
     from_flags: &Partial,
     origin: &dyn Fn(bool) -> Origin<'a>,
+    rules: &super::rules::Rules,
     warnings: &mut Vec<String>,
 ) -> Result<(Option<RecoveryConfig>, Option<AuditConfig>), ConfigError> {
     let command = match (&merged.recovery_exec, &merged.recovery_exec_file) {
@@ -29,7 +35,11 @@ pub(super) fn build<'a>(
             read_exec_file(path)?,
             CommandSource::File(path.clone()),
         )),
-        (None, None) => None,
+        (None, None) => rules
+            .rules
+            .iter()
+            .any(|r| r.recovery_exec.is_some() && r.recovery != Some(false))
+            .then(|| (String::new(), CommandSource::Inline)),
     };
 
     let recovery = match command {
@@ -84,6 +94,7 @@ pub(super) fn build<'a>(
                     .recovery_max_children
                     .unwrap_or(DEFAULT_RECOVERY_MAX_CHILDREN),
                 trusted_network_origin: None,
+                rules: rules.rules.iter().map(RuleRecovery::of).collect(),
             })
         }
         None => {
@@ -152,7 +163,7 @@ pub(super) fn build<'a>(
             for (key, given, as_flag) in recovery_only {
                 if given {
                     warnings.push(format!(
-                        "{} has no effect without a recovery command (--recovery-exec or --recovery-exec-file)",
+                        "{} has no effect without a recovery command (--recovery-exec, --recovery-exec-file or a rule's recovery-exec)",
                         origin(as_flag).name(key)
                     ));
                 }
@@ -297,8 +308,9 @@ pub(super) fn diff(old: &Config, new: &Config, out: &mut Vec<String>) {
         match r {
         None => "none".to_string(),
         Some(r) => format!(
-            "exec={:?} debounce={}ms timeout={} kill-grace={}ms max-attempts={} window={}ms backoff={}ms env={} inherit-env={} capture={}/{}B table={} children={}",
+            "exec={:?} rules-with-recovery-keys={} debounce={}ms timeout={} kill-grace={}ms max-attempts={} window={}ms backoff={}ms env={} inherit-env={} capture={}/{}B table={} children={}",
             r.template,
+            r.rules.iter().filter(|x| **x != RuleRecovery::default()).count(),
             r.debounce.as_millis(),
             r.timeout.map_or("none".into(), |t| format!("{}ms", t.as_millis())),
             r.kill_grace.as_millis(),

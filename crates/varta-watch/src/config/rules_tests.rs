@@ -598,7 +598,12 @@ fn rule_recovery_settings_warn_when_they_cannot_apply() {
     // A rule's command without a global one is fine: it enables recovery.
     let c = run_text("[[agent]]\nmatch = { uid = 0 }\nrecovery-exec = \"/bin/true\"\nrecovery-max-attempts = 2\n");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-    assert!(c.recovery.is_none());
+    // A base recovery configuration (the global settings, no global
+    // command) carries the rule's command.
+    let r = c.recovery.as_ref().expect("base recovery config");
+    assert!(!r.has_global_command());
+    assert_eq!(r.rules[0].exec.as_deref(), Some("/bin/true"));
+    assert_eq!(r.rules[0].max_attempts, Some(2));
     assert!(c.rules.rules[0].recovery_enabled(false));
 
     let c =

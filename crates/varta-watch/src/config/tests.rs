@@ -1578,3 +1578,49 @@ fn udp_settings_without_a_port_warn() {
         .to_string()
         .contains("between 1 and"));
 }
+
+#[test]
+fn recovery_placeholders_are_validated_and_the_audit_schema_parsed() {
+    let r = run(&[
+        "--recovery-exec",
+        "/bin/x {pid} {name} {unit} {container} {comm} {exe}",
+    ]);
+    assert!(r.recovery.is_some());
+    let e = fail(&["--recovery-exec", "/bin/x {nmae}"]).to_string();
+    assert!(
+        e.contains("recovery-exec") && e.contains("unknown placeholder {nmae}"),
+        "{e}"
+    );
+    let (_dir, path) = config_file(
+        "[[agent]]\nmatch = { uid = 0 }\nrecovery-exec = \"/usr/bin/systemctl restart {service}\"\n",
+    );
+    let e = fail_with_file(&path, &[]).to_string();
+    assert!(
+        e.contains("[[agent]] #1") && e.contains("unknown placeholder {service}"),
+        "{e}"
+    );
+    // Only rules switching recovery off: no recovery at all.
+    let (_dir, path) = config_file("[[agent]]\nmatch = { uid = 0 }\nrecovery = false\n");
+    assert!(run_with_file(&path, &[]).recovery.is_none());
+
+    let c = run(&["--recovery-audit-file", "/tmp/a.tsv"]);
+    assert_eq!(c.audit.unwrap().schema, varta_audit::Schema::V2);
+    let c = run(&[
+        "--recovery-audit-file",
+        "/tmp/a.tsv",
+        "--recovery-audit-schema",
+        "v3",
+    ]);
+    assert_eq!(c.audit.unwrap().schema, varta_audit::Schema::V3);
+    let e = fail(&[
+        "--recovery-audit-file",
+        "/tmp/a.tsv",
+        "--recovery-audit-schema",
+        "v4",
+    ])
+    .to_string();
+    assert!(
+        e.contains("recovery-audit-schema") && e.contains("v4"),
+        "{e}"
+    );
+}

@@ -71,8 +71,11 @@ pub enum CommandSource {
 /// What to run when an agent stalls or exits, and the limits around it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoveryConfig {
-    /// The command template: split on whitespace, `{pid}` substituted in
-    /// every argument, run without a shell.
+    /// The command template: split on whitespace, placeholders (`{pid}`,
+    /// `{name}`, `{unit}`, `{container}`, `{comm}`, `{exe}`) substituted in
+    /// every argument, run without a shell. Empty when there is no global
+    /// command and only `[[agent]]` rules set `recovery-exec` (recovery
+    /// then runs for their agents alone).
     pub template: String,
     /// Where `template` came from.
     pub source: CommandSource,
@@ -104,6 +107,45 @@ pub struct RecoveryConfig {
     /// UDP listener's `--…-i-accept-recovery-on-unauthenticated-transport`
     /// opt-in is given; otherwise only kernel-attested agents are.
     pub trusted_network_origin: Option<crate::events::Origin>,
+    /// The recovery part of every `[[agent]]` rule, by rule index (empty
+    /// without rules).
+    pub rules: Vec<RuleRecovery>,
+}
+
+impl RecoveryConfig {
+    /// Whether a global command (`--recovery-exec` or
+    /// `--recovery-exec-file`) is set, rather than only rules' commands.
+    pub fn has_global_command(&self) -> bool {
+        self.template.split_ascii_whitespace().next().is_some()
+    }
+}
+
+/// What one `[[agent]]` rule says about recovery of the agents it matches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleRecovery {
+    /// `recovery-exec`: replaces the global command for these agents.
+    pub exec: Option<String>,
+    /// `recovery = false`: never recover these agents.
+    pub disabled: bool,
+    /// `recovery-max-attempts`: their storm cap.
+    pub max_attempts: Option<u32>,
+    /// `recovery-window-ms`: the cap's window.
+    pub window: Option<Duration>,
+    /// `required = true`: the name whose `missing` this rule recovers.
+    pub required_name: Option<String>,
+}
+
+impl RuleRecovery {
+    /// The recovery part of `rule`.
+    pub fn of(rule: &super::rules::Rule) -> RuleRecovery {
+        RuleRecovery {
+            exec: rule.recovery_exec.clone(),
+            disabled: rule.recovery == Some(false),
+            max_attempts: rule.recovery_max_attempts,
+            window: rule.recovery_window,
+            required_name: rule.required_name().map(str::to_string),
+        }
+    }
 }
 
 /// The tamper-evident recovery audit log.

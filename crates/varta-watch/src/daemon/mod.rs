@@ -285,7 +285,7 @@ impl Daemon {
                 waker,
                 observations.clone(),
             )?;
-            bus.add(Box::new(r.tap()));
+            bus.add(Box::new(r.tap().with_names(names.clone())));
             Some(r)
         } else {
             None

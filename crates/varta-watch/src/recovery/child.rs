@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use rustix::process::{Pid, PidfdFlags};
 
-use super::policy::TriggerKind;
+use super::policy::{Key, TriggerKind};
 
 /// Reads per pipe per wake-up before yielding to other work; the runner
 /// comes back to a pipe that hit the budget on its next turn.
@@ -25,8 +25,12 @@ pub enum Stream {
 
 /// A started recovery child.
 pub struct Running {
-    /// The agent it recovers.
+    /// The agent it recovers (0 for `missing`).
     pub agent: u32,
+    /// Its policy table key (the pid, or the required name).
+    pub key: Key,
+    /// Name and unit for the audit `complete` record (schema v3).
+    pub who: Option<varta_audit::Agent>,
     /// Stall or exit.
     pub kind: TriggerKind,
     /// The process (reaped with `try_wait` once the pidfd is readable).
@@ -63,6 +67,7 @@ impl Running {
     /// Wraps a freshly spawned child: opens its pidfd and makes the
     /// capture pipes non-blocking.
     pub fn new(
+        key: Key,
         agent: u32,
         kind: TriggerKind,
         mut child: Child,
@@ -106,6 +111,8 @@ impl Running {
         }
         Ok(Running {
             agent,
+            key,
+            who: None,
             kind,
             child,
             pidfd,

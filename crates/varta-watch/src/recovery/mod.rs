@@ -1,9 +1,14 @@
-//! Recovery: run the operator's command when an agent stalls or exits.
+//! Recovery: run the operator's command when an agent stalls or exits, or
+//! a required name goes missing.
 //!
 //! The detection thread only hands triggers over: [`RecoveryTap`] is a sink
-//! of the event stream that forwards `stall`, `exit` and `recovered` events
-//! into a bounded queue and wakes the recovery thread once per loop
-//! iteration. The recovery thread ([`runner`]) decides ([`policy`]: safety
+//! of the event stream that forwards `stall`, `exit`, `missing`,
+//! `recovered` and `present` events into a bounded queue and wakes the
+//! recovery thread once per loop iteration. With the agents' names
+//! ([`RecoveryTap::with_names`]) each trigger carries the agent's identity
+//! and `[[agent]]` rule; the recovery thread turns the identity into the
+//! strings of the command's placeholders and `VARTA_AGENT_*` variables, and
+//! the rule into its command, storm cap or `recovery = false`. The recovery thread ([`runner`]) decides ([`policy`]: safety
 //! gates, one child per agent, debounce, restart-storm cap with backoff),
 //! spawns without a shell ([`command`]), learns of each exit through a
 //! pidfd (no polling, no SIGCHLD handler), enforces the timeout ladder,
@@ -31,8 +36,10 @@ use crate::audit::AuditLog;
 use crate::clock::ObserverClock;
 use crate::config::{RecoveryConfig, RECOVERY_BACKOFF_CAP_MS};
 use crate::events::{Event, RecoveryOutcome, Sink};
+use crate::identity::Registry;
+use crate::policy::Names;
 use command::CommandTemplate;
-use policy::{Policy, PolicySettings, Trigger, TriggerKind};
+use policy::{Key, Policy, PolicySettings, Trigger, TriggerKind};
 
 /// Triggers queued for the recovery thread at most; beyond it a trigger is
 /// dropped and counted (`trigger_queue_full`).
@@ -43,14 +50,25 @@ pub const REPORT_QUEUE: usize = 65_536;
 /// A message to the recovery thread.
 #[derive(Debug)]
 pub(crate) enum Request {
-    /// A stall or exit.
+    /// A stall, exit or missing name.
     Trigger(Trigger),
-    /// The agent beat again after a stall.
-    Beat(u32),
+    /// The agent beat again after a stall (or a required name is present).
+    Beat(Key),
+    /// The identity registry, to turn trigger identities into strings.
+    Registry(SharedRegistry),
     /// New command and policy (reload); running children keep theirs.
     Reconfigure(Box<RecoveryConfig>),
     /// Stop: children get the kill ladder within this grace.
     Shutdown(Duration),
+}
+
+/// The identity registry handed to the recovery thread.
+pub(crate) struct SharedRegistry(pub Arc<Registry>);
+
+impl std::fmt::Debug for SharedRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Registry({} records)", self.0.len())
+    }
 }
 
 /// What the recovery thread did, for the event stream.
@@ -76,6 +94,9 @@ pub struct RecoveryStats {
     pub running: AtomicU64,
     /// Agents given up now (restart-storm cap reached, no beat since).
     pub given_up: AtomicU64,
+    /// Triggers of agents whose `[[agent]]` rule says `recovery = false`
+    /// (not recovered, not audited).
+    pub suppressed: AtomicU64,
 }
 
 /// Why recovery could not start.
@@ -141,7 +162,9 @@ impl Recovery {
             reports: rep_tx,
             main_waker,
             policy: Policy::new(cfg.map_or(placeholder, policy_settings)),
-            template: cfg.map(CommandTemplate::new),
+            template: cfg.and_then(CommandTemplate::new),
+            rules: cfg.map(runner::rule_commands).unwrap_or_default(),
+            registry: None,
             timeout: cfg.and_then(|c| c.timeout),
             kill_grace: cfg.map_or(Duration::from_secs(2), |c| c.kill_grace),
             capture_cap: cfg
@@ -177,6 +200,7 @@ impl Recovery {
             waker: self.waker.clone(),
             stats: self.stats.clone(),
             wake: false,
+            names: None,
         }
     }
 
@@ -225,9 +249,45 @@ pub struct RecoveryTap {
     waker: Arc<Waker>,
     stats: Arc<RecoveryStats>,
     wake: bool,
+    names: Option<Names>,
 }
 
 impl RecoveryTap {
+    /// Attaches each trigger's agent identity and `[[agent]]` rule from
+    /// `names`, and hands its registry to the recovery thread (which turns
+    /// identities into the command's placeholders and environment). Without
+    /// it triggers carry only the pid: the global command runs with every
+    /// field but `{pid}` rendered `unknown`.
+    pub fn with_names(mut self, names: Names) -> RecoveryTap {
+        // At startup the queue is empty: this cannot be refused unless the
+        // recovery thread is already gone.
+        if self
+            .requests
+            .try_send(Request::Registry(SharedRegistry(names.registry().clone())))
+            .is_err()
+        {
+            tracing::error!("cannot hand the identity registry to the recovery thread; recovery commands will not know agent names");
+        }
+        let _ = self.waker.wake();
+        self.names = Some(names);
+        self
+    }
+
+    fn trigger(
+        &self,
+        pid: u32,
+        kind: TriggerKind,
+        origin: crate::events::Origin,
+        foreign_ns: bool,
+    ) -> Trigger {
+        let mut t = Trigger::agent(pid, kind, origin, foreign_ns);
+        if let Some(n) = &self.names {
+            t.identity = n.identity(pid);
+            t.rule = n.rule(pid);
+        }
+        t
+    }
+
     fn send(&mut self, r: Request) {
         match self.requests.try_send(r) {
             Ok(()) => self.wake = true,
@@ -254,24 +314,22 @@ impl Sink for RecoveryTap {
                 origin,
                 foreign_ns,
                 ..
-            } => self.send(Request::Trigger(Trigger {
-                pid,
-                kind: TriggerKind::Stall,
-                origin,
-                foreign_ns,
-            })),
+            } => {
+                let t = self.trigger(pid, TriggerKind::Stall, origin, foreign_ns);
+                self.send(Request::Trigger(t))
+            }
             Event::Exit {
                 pid,
                 origin,
                 foreign_ns,
                 ..
-            } => self.send(Request::Trigger(Trigger {
-                pid,
-                kind: TriggerKind::Exit,
-                origin,
-                foreign_ns,
-            })),
-            Event::Recovered { pid, .. } => self.send(Request::Beat(pid)),
+            } => {
+                let t = self.trigger(pid, TriggerKind::Exit, origin, foreign_ns);
+                self.send(Request::Trigger(t))
+            }
+            Event::Recovered { pid, .. } => self.send(Request::Beat(Key::Pid(pid))),
+            Event::Missing { name } => self.send(Request::Trigger(Trigger::missing(name))),
+            Event::Present { name, .. } => self.send(Request::Beat(Key::Name(name))),
             _ => {}
         }
     }

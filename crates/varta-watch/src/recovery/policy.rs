@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use rustc_hash::FxHashMap;
 
 use crate::events::{Origin, RefusedReason};
+use crate::identity::{IdentityId, NameId};
 
 /// What set recovery off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -17,6 +18,8 @@ pub enum TriggerKind {
     Stall,
     /// The agent sent its terminal frame (dying gasp).
     Exit,
+    /// No live agent of a required name (pid 0, keyed by the name).
+    Missing,
 }
 
 impl TriggerKind {
@@ -25,21 +28,84 @@ impl TriggerKind {
         match self {
             TriggerKind::Stall => "stall",
             TriggerKind::Exit => "exit",
+            TriggerKind::Missing => "missing",
         }
     }
 }
 
-/// One stall or exit handed to recovery.
+/// Whose recovery state a trigger uses: an agent's pid, or a required
+/// name (`missing` has no pid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Key {
+    /// An agent, by pid.
+    Pid(u32),
+    /// A required name.
+    Name(NameId),
+}
+
+/// A per-agent restart-storm cap overriding [`PolicySettings`] (an
+/// `[[agent]]` rule's `recovery-max-attempts` / `recovery-window-ms`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cap {
+    /// Attempts within the window; None: the global setting.
+    pub max_attempts: Option<u32>,
+    /// The window; None: the global setting.
+    pub window_ns: Option<u64>,
+}
+
+/// One stall, exit or missing name handed to recovery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trigger {
-    /// Agent pid.
+    /// Agent pid (0 for `missing`).
     pub pid: u32,
-    /// Stall or exit.
+    /// Stall, exit or missing.
     pub kind: TriggerKind,
-    /// How the agent's beats arrive.
+    /// How the agent's beats arrive (kernel-attested for `missing`: the
+    /// observer raised it, no transport is involved).
     pub origin: Origin,
     /// The agent is in another PID namespace.
     pub foreign_ns: bool,
+    /// Who the agent is, when known when the trigger was raised.
+    pub identity: Option<IdentityId>,
+    /// The `[[agent]]` rule that applies (0-based), if any.
+    pub rule: Option<u16>,
+    /// The required name, for `missing`.
+    pub name: Option<NameId>,
+    /// The storm cap for this agent, when its rule overrides it.
+    pub cap: Cap,
+}
+
+impl Trigger {
+    /// A stall or exit of `pid`, nothing else known.
+    pub fn agent(pid: u32, kind: TriggerKind, origin: Origin, foreign_ns: bool) -> Trigger {
+        Trigger {
+            pid,
+            kind,
+            origin,
+            foreign_ns,
+            identity: None,
+            rule: None,
+            name: None,
+            cap: Cap::default(),
+        }
+    }
+
+    /// `missing` of the required name `name` (pid 0).
+    pub fn missing(name: NameId) -> Trigger {
+        Trigger {
+            kind: TriggerKind::Missing,
+            name: Some(name),
+            ..Trigger::agent(0, TriggerKind::Missing, Origin::KernelAttested, false)
+        }
+    }
+
+    /// The policy table key: the name for `missing`, else the pid.
+    pub fn key(&self) -> Key {
+        match (self.kind, self.name) {
+            (TriggerKind::Missing, Some(n)) => Key::Name(n),
+            _ => Key::Pid(self.pid),
+        }
+    }
 }
 
 /// Policy limits, in observer nanoseconds.
@@ -92,6 +158,9 @@ struct Entry {
     given_up: bool,
     /// A deferred retry: when, and what it retries.
     deferred: Option<(u64, Trigger)>,
+    /// The storm cap's window of the last trigger (its rule's, or None for
+    /// the global one): attempts are kept that long.
+    window_ns: Option<u64>,
 }
 
 impl Entry {
@@ -105,7 +174,7 @@ impl Entry {
         if self.running || self.deferred.is_some() {
             return None;
         }
-        let span = s.window_ns.max(s.debounce_ns);
+        let span = self.window_ns.unwrap_or(s.window_ns).max(s.debounce_ns);
         Some(self.last_spawn().map_or(0, |t| t.saturating_add(span)))
     }
 }
@@ -113,11 +182,11 @@ impl Entry {
 /// The per-agent recovery table and the children count.
 pub struct Policy {
     settings: PolicySettings,
-    table: FxHashMap<u32, Entry>,
+    table: FxHashMap<Key, Entry>,
     /// Candidate reclaim times; stale items are skipped when popped.
-    expiries: BinaryHeap<Reverse<(u64, u32)>>,
+    expiries: BinaryHeap<Reverse<(u64, Key)>>,
     /// Pending retries, earliest first.
-    deferred: BTreeSet<(u64, u32)>,
+    deferred: BTreeSet<(u64, Key)>,
     children: u32,
     /// Entries with `given_up` set.
     given_up: u32,
@@ -169,9 +238,9 @@ impl Policy {
         self.given_up
     }
 
-    /// Whether `pid` is currently given up.
-    pub fn is_given_up(&self, pid: u32) -> bool {
-        self.table.get(&pid).is_some_and(|e| e.given_up)
+    /// Whether `key` is currently given up.
+    pub fn is_given_up(&self, key: Key) -> bool {
+        self.table.get(&key).is_some_and(|e| e.given_up)
     }
 
     /// Decides what `t` leads to at `now_ns`. Gates come first, in the
@@ -185,11 +254,15 @@ impl Policy {
         if t.origin != Origin::KernelAttested && Some(t.origin) != s0.trusted_network_origin {
             return Decision::Refused(RefusedReason::UnauthenticatedTransport);
         }
-        if !self.table.contains_key(&t.pid) && !self.make_room(now_ns) {
+        let key = t.key();
+        if !self.table.contains_key(&key) && !self.make_room(now_ns) {
             return Decision::Refused(RefusedReason::DebounceCapacity);
         }
         let s = self.settings;
-        let entry = self.table.entry(t.pid).or_default();
+        let max_attempts = t.cap.max_attempts.unwrap_or(s.max_attempts);
+        let window_ns = t.cap.window_ns.unwrap_or(s.window_ns);
+        let entry = self.table.entry(key).or_default();
+        entry.window_ns = t.cap.window_ns;
         if entry.running {
             // One child per agent, however long it runs.
             return Decision::Debounced { retry_at: None };
@@ -198,20 +271,20 @@ impl Policy {
         while entry
             .attempts
             .front()
-            .is_some_and(|&a| now_ns.saturating_sub(a) >= s.window_ns)
+            .is_some_and(|&a| now_ns.saturating_sub(a) >= window_ns)
         {
             entry.attempts.pop_front();
         }
         let n = entry.attempts.len() as u32;
-        if n >= s.max_attempts {
+        if n >= max_attempts {
             if !entry.given_up {
                 entry.given_up = true;
                 self.given_up += 1;
             }
             if let Some((at, _)) = entry.deferred.take() {
-                self.deferred.remove(&(at, t.pid));
+                self.deferred.remove(&(at, key));
             }
-            self.note_expiry(t.pid);
+            self.note_expiry(key);
             return Decision::GivenUp;
         }
         if let Some(last) = entry.last_spawn() {
@@ -226,9 +299,9 @@ impl Policy {
                 // Held, not dropped: the agent may stay silent and have no
                 // further stall to trigger on, so retry when allowed.
                 if let Some((at, _)) = entry.deferred.replace((ready, t)) {
-                    self.deferred.remove(&(at, t.pid));
+                    self.deferred.remove(&(at, key));
                 }
-                self.deferred.insert((ready, t.pid));
+                self.deferred.insert((ready, key));
                 return Decision::Debounced {
                     retry_at: Some(ready),
                 };
@@ -236,14 +309,19 @@ impl Policy {
         }
         if self.children >= s.max_children {
             if entry.attempts.is_empty() && entry.deferred.is_none() {
-                self.table.remove(&t.pid);
+                // Its attempts all left the window: nothing worth keeping,
+                // but a given-up mark goes with it.
+                if entry.given_up {
+                    self.given_up -= 1;
+                }
+                self.table.remove(&key);
             } else {
-                self.note_expiry(t.pid);
+                self.note_expiry(key);
             }
             return Decision::Refused(RefusedReason::OutstandingCapacity);
         }
         if let Some((at, _)) = entry.deferred.take() {
-            self.deferred.remove(&(at, t.pid));
+            self.deferred.remove(&(at, key));
         }
         entry.attempts.push_back(now_ns);
         entry.running = true;
@@ -251,31 +329,32 @@ impl Policy {
         Decision::Spawn
     }
 
-    /// The child of `pid` ended (or never started).
-    pub fn child_done(&mut self, pid: u32) {
-        if let Some(e) = self.table.get_mut(&pid) {
+    /// The child for `key` ended (or never started).
+    pub fn child_done(&mut self, key: Key) {
+        if let Some(e) = self.table.get_mut(&key) {
             if e.running {
                 e.running = false;
                 self.children = self.children.saturating_sub(1);
             }
         }
-        self.note_expiry(pid);
+        self.note_expiry(key);
     }
 
     /// The agent beat again after a stall: a pending retry is moot and a
-    /// given-up state is cleared. Returns whether it was given up.
-    pub fn beat(&mut self, pid: u32) -> bool {
-        let Some(e) = self.table.get_mut(&pid) else {
+    /// given-up state is cleared (for a required name: an agent of it
+    /// became present). Returns whether it was given up.
+    pub fn beat(&mut self, key: Key) -> bool {
+        let Some(e) = self.table.get_mut(&key) else {
             return false;
         };
         if let Some((at, _)) = e.deferred.take() {
-            self.deferred.remove(&(at, pid));
+            self.deferred.remove(&(at, key));
         }
         let was = std::mem::take(&mut e.given_up);
         if was {
             self.given_up -= 1;
         }
-        self.note_expiry(pid);
+        self.note_expiry(key);
         was
     }
 
@@ -288,12 +367,12 @@ impl Policy {
     /// [`Policy::decide`] again.
     pub fn due(&mut self, now_ns: u64) -> Vec<Trigger> {
         let mut out = Vec::new();
-        while let Some(&(at, pid)) = self.deferred.first() {
+        while let Some(&(at, key)) = self.deferred.first() {
             if at > now_ns {
                 break;
             }
             self.deferred.pop_first();
-            if let Some(e) = self.table.get_mut(&pid) {
+            if let Some(e) = self.table.get_mut(&key) {
                 if let Some((_, t)) = e.deferred.take() {
                     out.push(t);
                 }
@@ -302,9 +381,9 @@ impl Policy {
         out
     }
 
-    fn note_expiry(&mut self, pid: u32) {
-        if let Some(at) = self.table.get(&pid).and_then(|e| e.expiry(&self.settings)) {
-            self.expiries.push(Reverse((at, pid)));
+    fn note_expiry(&mut self, key: Key) {
+        if let Some(at) = self.table.get(&key).and_then(|e| e.expiry(&self.settings)) {
+            self.expiries.push(Reverse((at, key)));
         }
         // Every state change queues a candidate and stale ones are only
         // skipped when popped: rebuild from the table so the heap stays
@@ -314,7 +393,7 @@ impl Policy {
             self.expiries = self
                 .table
                 .iter()
-                .filter_map(|(&pid, e)| e.expiry(&s).map(|at| Reverse((at, pid))))
+                .filter_map(|(&key, e)| e.expiry(&s).map(|at| Reverse((at, key))))
                 .collect();
         }
     }
@@ -325,21 +404,21 @@ impl Policy {
     fn make_room(&mut self, now_ns: u64) -> bool {
         let cap = self.settings.table_capacity as usize;
         while self.table.len() >= cap {
-            let Some(&Reverse((at, pid))) = self.expiries.peek() else {
+            let Some(&Reverse((at, key))) = self.expiries.peek() else {
                 return false;
             };
             if at > now_ns {
                 return false;
             }
             self.expiries.pop();
-            match self.table.get(&pid).map(|e| e.expiry(&self.settings)) {
+            match self.table.get(&key).map(|e| e.expiry(&self.settings)) {
                 Some(Some(real)) if real <= now_ns => {
-                    let was_given_up = self.table.remove(&pid).is_some_and(|e| e.given_up);
+                    let was_given_up = self.table.remove(&key).is_some_and(|e| e.given_up);
                     self.given_up -= u32::from(was_given_up);
                     self.reclaims += 1;
                 }
                 // Not reclaimable yet: its real expiry is queued again.
-                Some(Some(real)) => self.expiries.push(Reverse((real, pid))),
+                Some(Some(real)) => self.expiries.push(Reverse((real, key))),
                 // Running or deferred: re-queued when that ends.
                 _ => {}
             }
@@ -369,12 +448,7 @@ mod tests {
     }
 
     fn stall(pid: u32) -> Trigger {
-        Trigger {
-            pid,
-            kind: TriggerKind::Stall,
-            origin: Origin::KernelAttested,
-            foreign_ns: false,
-        }
+        Trigger::agent(pid, TriggerKind::Stall, Origin::KernelAttested, false)
     }
 
     #[test]
@@ -420,7 +494,7 @@ mod tests {
             p.decide(10_000 * MS, stall(1)),
             Decision::Debounced { retry_at: None }
         );
-        p.child_done(1);
+        p.child_done(Key::Pid(1));
         assert_eq!(p.decide(10_001 * MS, stall(1)), Decision::Spawn);
     }
 
@@ -428,7 +502,7 @@ mod tests {
     fn debounce_and_backoff_defer_then_retry() {
         let mut p = Policy::new(settings());
         assert_eq!(p.decide(0, stall(1)), Decision::Spawn);
-        p.child_done(1);
+        p.child_done(Key::Pid(1));
         // Within debounce (1 s): held until 1 s after the spawn.
         assert_eq!(
             p.decide(500 * MS, stall(1)),
@@ -441,7 +515,7 @@ mod tests {
         let due = p.due(1000 * MS);
         assert_eq!(due, vec![stall(1)]);
         assert_eq!(p.decide(1000 * MS, due[0]), Decision::Spawn);
-        p.child_done(1);
+        p.child_done(Key::Pid(1));
         // Two attempts in the window: backoff doubles to 2 s.
         assert_eq!(
             p.decide(2000 * MS, stall(1)),
@@ -450,7 +524,7 @@ mod tests {
             }
         );
         // A beat cancels the retry.
-        assert!(!p.beat(1));
+        assert!(!p.beat(Key::Pid(1)));
         assert!(p.due(10_000 * MS).is_empty());
     }
 
@@ -460,13 +534,13 @@ mod tests {
         let mut now = 0;
         for _ in 0..3 {
             assert_eq!(p.decide(now, stall(1)), Decision::Spawn);
-            p.child_done(1);
+            p.child_done(Key::Pid(1));
             now += 10_000 * MS;
         }
         assert_eq!(p.decide(now, stall(1)), Decision::GivenUp);
-        assert!(p.is_given_up(1));
-        assert!(p.beat(1), "a beat clears given_up");
-        assert!(!p.is_given_up(1));
+        assert!(p.is_given_up(Key::Pid(1)));
+        assert!(p.beat(Key::Pid(1)), "a beat clears given_up");
+        assert!(!p.is_given_up(Key::Pid(1)));
         // Still three attempts in the window: given up again.
         assert_eq!(p.decide(now + MS, stall(1)), Decision::GivenUp);
         // The first attempt (t=0) leaves the 60 s window.
@@ -481,7 +555,7 @@ mod tests {
         });
         for pid in 1..=4 {
             assert_eq!(p.decide(0, stall(pid)), Decision::Spawn);
-            p.child_done(pid);
+            p.child_done(Key::Pid(pid));
         }
         assert_eq!(
             p.decide(MS, stall(5)),
@@ -501,7 +575,7 @@ mod tests {
             p.decide(0, stall(3)),
             Decision::Refused(RefusedReason::OutstandingCapacity)
         );
-        p.child_done(1);
+        p.child_done(Key::Pid(1));
         assert_eq!(p.decide(0, stall(3)), Decision::Spawn);
     }
 
@@ -513,6 +587,8 @@ mod tests {
         Advance(u64),
     }
 
+    use crate::identity::NameId;
+
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (0u32..8).prop_map(Op::Trigger),
@@ -522,42 +598,80 @@ mod tests {
         ]
     }
 
+    /// Agent `k` of the property test: 0..4 stall with the global cap,
+    /// 4..6 stall with a rule's tighter cap over a longer window, 6..8 a
+    /// missing required name (keyed by name, pid 0).
+    fn trigger_of(k: u32) -> Trigger {
+        match k {
+            0..=3 => stall(k),
+            4 | 5 => Trigger {
+                cap: rule_cap(),
+                ..stall(k)
+            },
+            _ => Trigger::missing(NameId(k)),
+        }
+    }
+
+    fn rule_cap() -> Cap {
+        Cap {
+            max_attempts: Some(1),
+            window_ns: Some(120_000 * MS),
+        }
+    }
+
     proptest! {
         /// Invariants under any sequence: the table and children stay
-        /// bounded, a pid never has two children, and no pid gets more than
-        /// max_attempts spawns within any window.
+        /// bounded, a key (pid or required name) never has two children,
+        /// and no key gets more spawns within its window than its cap (the
+        /// rule's where it overrides the global one).
         #[test]
         fn invariants_hold(ops in proptest::collection::vec(op(), 1..300)) {
             let s = settings();
             let mut p = Policy::new(s);
             let mut now = 0u64;
             let mut running = std::collections::HashSet::new();
-            let mut spawns: std::collections::HashMap<u32, Vec<u64>> = Default::default();
+            let mut spawns: std::collections::HashMap<Key, Vec<u64>> = Default::default();
+            let mut spawned = |t: Trigger, now: u64, running: &mut std::collections::HashSet<Key>| {
+                let key = t.key();
+                if !running.insert(key) {
+                    return Err(format!("two children for {key:?}"));
+                }
+                let v = spawns.entry(key).or_default();
+                v.push(now);
+                let window = t.cap.window_ns.unwrap_or(s.window_ns);
+                let cap = t.cap.max_attempts.unwrap_or(s.max_attempts);
+                let in_window = v.iter().filter(|&&a| now - a < window).count();
+                if in_window as u32 > cap {
+                    return Err(format!("{in_window} spawns of {key:?} in its window"));
+                }
+                Ok(())
+            };
             for o in ops {
                 match o {
-                    Op::Trigger(pid) => {
-                        if p.decide(now, stall(pid)) == Decision::Spawn {
-                            prop_assert!(running.insert(pid), "two children for {}", pid);
-                            let v = spawns.entry(pid).or_default();
-                            v.push(now);
-                            let in_window = v.iter().filter(|&&t| now - t < s.window_ns).count();
-                            prop_assert!(in_window as u32 <= s.max_attempts);
+                    Op::Trigger(k) => {
+                        let t = trigger_of(k);
+                        if p.decide(now, t) == Decision::Spawn {
+                            if let Err(e) = spawned(t, now, &mut running) {
+                                prop_assert!(false, "{}", e);
+                            }
                         }
                     }
-                    Op::Done(pid) => {
-                        if running.remove(&pid) {
-                            p.child_done(pid);
+                    Op::Done(k) => {
+                        let key = trigger_of(k).key();
+                        if running.remove(&key) {
+                            p.child_done(key);
                         }
                     }
-                    Op::Beat(pid) => {
-                        p.beat(pid);
+                    Op::Beat(k) => {
+                        p.beat(trigger_of(k).key());
                     }
                     Op::Advance(d) => {
                         now += d;
                         for t in p.due(now) {
                             if p.decide(now, t) == Decision::Spawn {
-                                prop_assert!(running.insert(t.pid));
-                                spawns.entry(t.pid).or_default().push(now);
+                                if let Err(e) = spawned(t, now, &mut running) {
+                                    prop_assert!(false, "{}", e);
+                                }
                             }
                         }
                     }
@@ -572,15 +686,64 @@ mod tests {
                 prop_assert_eq!(p.children() as usize, running.len());
             }
             // Once every child ended, every retry is moot and every window
-            // has passed, any full table makes room: nothing is stranded.
-            for pid in running.drain() {
-                p.child_done(pid);
+            // (the longest, a rule's) has passed, any full table makes
+            // room: nothing is stranded.
+            for key in running.drain() {
+                p.child_done(key);
             }
-            for pid in 0..8 {
-                p.beat(pid);
+            for k in 0..8 {
+                p.beat(trigger_of(k).key());
             }
-            let later = now + s.window_ns + s.debounce_ns;
+            let later = now + rule_cap().window_ns.unwrap_or(0).max(s.window_ns) + s.debounce_ns;
             prop_assert_eq!(p.decide(later, stall(1000)), Decision::Spawn);
         }
+    }
+
+    #[test]
+    fn a_rule_cap_overrides_the_global_one_and_keeps_its_entry_for_its_window() {
+        let mut p = Policy::new(PolicySettings {
+            table_capacity: 1,
+            ..settings()
+        });
+        let t = Trigger {
+            cap: rule_cap(),
+            ..stall(1)
+        };
+        assert_eq!(p.decide(0, t), Decision::Spawn);
+        p.child_done(Key::Pid(1));
+        // One attempt allowed: the second, past debounce, gives up.
+        assert_eq!(p.decide(5_000 * MS, t), Decision::GivenUp);
+        p.beat(Key::Pid(1));
+        // The global window (60 s) has passed but the rule's (120 s) has
+        // not: the entry is not reclaimed for another agent.
+        assert_eq!(
+            p.decide(90_000 * MS, stall(2)),
+            Decision::Refused(RefusedReason::DebounceCapacity)
+        );
+        assert_eq!(p.decide(90_000 * MS, t), Decision::GivenUp);
+        assert_eq!(p.decide(120_000 * MS, t), Decision::Spawn);
+    }
+
+    #[test]
+    fn missing_is_keyed_by_name_apart_from_pid_0() {
+        let mut p = Policy::new(settings());
+        let a = Trigger::missing(NameId(1));
+        let b = Trigger::missing(NameId(2));
+        assert_eq!(
+            (a.pid, a.kind, a.key()),
+            (0, TriggerKind::Missing, Key::Name(NameId(1)))
+        );
+        assert_eq!(p.decide(0, a), Decision::Spawn);
+        // Another name is another entry; pid 0 of a stall is a third.
+        assert_eq!(p.decide(0, b), Decision::Spawn);
+        assert_eq!(p.decide(0, a), Decision::Debounced { retry_at: None });
+        p.child_done(Key::Name(NameId(1)));
+        // Within debounce: retried later, unless the name becomes present.
+        assert!(matches!(
+            p.decide(MS, a),
+            Decision::Debounced { retry_at: Some(_) }
+        ));
+        assert!(!p.beat(Key::Name(NameId(1))));
+        assert!(p.due(u64::MAX).is_empty());
     }
 }

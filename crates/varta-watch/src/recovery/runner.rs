@@ -19,13 +19,49 @@ use rustix::process::{Pid, Signal};
 use varta_audit::Record;
 
 use super::child::{excerpt_source, ReadEnd, Running, Stream};
-use super::command::CommandTemplate;
-use super::policy::{Decision, Policy, Trigger};
+use super::command::{AgentInfo, CommandTemplate};
+use super::policy::{Cap, Decision, Key, Policy, Trigger, TriggerKind};
 use super::{RecoveryStats, Report, Request};
 use crate::audit::AuditLog;
 use crate::clock::ObserverClock;
+use crate::config::RecoveryConfig;
 use crate::events::RecoveryOutcome;
 use crate::export::metrics::Observations;
+use crate::identity::Registry;
+
+/// The recovery part of one `[[agent]]` rule, ready to use.
+#[derive(Debug, Default)]
+pub(super) struct RuleCommand {
+    /// Its `recovery-exec`, replacing the global command.
+    template: Option<CommandTemplate>,
+    /// `recovery = false`.
+    disabled: bool,
+    /// Its storm cap.
+    cap: Cap,
+    /// The name it requires (its `missing` runs its command).
+    required_name: Option<String>,
+}
+
+/// Every rule's recovery part, by rule index.
+pub(super) fn rule_commands(cfg: &RecoveryConfig) -> Vec<RuleCommand> {
+    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    cfg.rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RuleCommand {
+            template: r
+                .exec
+                .as_deref()
+                .and_then(|e| CommandTemplate::for_rule(e, i, cfg)),
+            disabled: r.disabled,
+            cap: Cap {
+                max_attempts: r.max_attempts,
+                window_ns: r.window.map(ns),
+            },
+            required_name: r.required_name.clone(),
+        })
+        .collect()
+}
 
 /// The runner's own wake-up (requests from the detection thread).
 pub(super) const WAKER: Token = Token(0);
@@ -50,7 +86,12 @@ pub(super) struct Runner {
     pub reports: SyncSender<Report>,
     pub main_waker: Arc<Waker>,
     pub policy: Policy,
+    /// The global command (None when only rules set one).
     pub template: Option<CommandTemplate>,
+    /// The rules' recovery parts, by rule index.
+    pub rules: Vec<RuleCommand>,
+    /// Turns trigger identities into names (set by the tap's `with_names`).
+    pub registry: Option<Arc<Registry>>,
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub capture_cap: usize,
@@ -152,14 +193,20 @@ impl Runner {
                     let now = self.now_ns();
                     self.decide(now, t);
                 }
-                Ok(Request::Beat(pid)) => {
-                    if self.policy.beat(pid) {
+                Ok(Request::Beat(key)) => {
+                    if self.policy.beat(key) {
+                        let pid = match key {
+                            Key::Pid(pid) => pid,
+                            Key::Name(_) => 0,
+                        };
                         self.report(pid, 0, RecoveryOutcome::GivenUpCleared);
                     }
                 }
+                Ok(Request::Registry(r)) => self.registry = Some(r.0),
                 Ok(Request::Reconfigure(cfg)) => {
                     self.policy.reconfigure(super::policy_settings(&cfg));
-                    self.template = Some(CommandTemplate::new(&cfg));
+                    self.template = CommandTemplate::new(&cfg);
+                    self.rules = rule_commands(&cfg);
                     self.timeout = cfg.timeout;
                     self.kill_grace = cfg.kill_grace;
                     self.capture_cap = if cfg.capture {
@@ -177,68 +224,147 @@ impl Runner {
         }
     }
 
-    fn decide(&mut self, now_ns: u64, t: Trigger) {
-        if self.template.is_none() {
-            return;
+    /// Which command `t` runs: `Some(None)` the global one, `Some(Some(i))`
+    /// rule `i`'s; None: no recovery (no command, or `recovery = false`).
+    /// Fills in the rule of a `missing` trigger (the rule requiring the
+    /// name) and the rule's storm cap.
+    fn resolve(&mut self, t: &mut Trigger) -> Option<Option<usize>> {
+        if t.kind == TriggerKind::Missing && t.rule.is_none() {
+            if let (Some(reg), Some(name)) = (&self.registry, t.name) {
+                let name = reg.name_str(name);
+                t.rule = self
+                    .rules
+                    .iter()
+                    .position(|r| r.required_name.as_deref() == Some(&*name))
+                    .and_then(|i| u16::try_from(i).ok());
+            }
         }
+        let rule = t.rule.map(usize::from).filter(|&i| i < self.rules.len());
+        if let Some(i) = rule {
+            let r = &self.rules[i];
+            if r.disabled {
+                let n = self.stats.suppressed.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::debug!(
+                        pid = t.pid,
+                        rule = i + 1,
+                        suppressed_total = n,
+                        "not recovered: its [[agent]] rule says recovery = false"
+                    );
+                }
+                return None;
+            }
+            t.cap = r.cap;
+            if r.template.is_some() {
+                return Some(Some(i));
+            }
+        }
+        self.template.as_ref().map(|_| None)
+    }
+
+    fn command_for(&self, which: Option<usize>) -> Option<&CommandTemplate> {
+        match which {
+            Some(i) => self.rules.get(i).and_then(|r| r.template.as_ref()),
+            None => self.template.as_ref(),
+        }
+    }
+
+    /// Who `t` is about, as far as the registry knows.
+    fn who(&self, t: &Trigger) -> AgentInfo {
+        let mut who = AgentInfo::pid(t.pid);
+        let Some(reg) = &self.registry else {
+            return who;
+        };
+        if t.kind == TriggerKind::Missing {
+            who.name = t.name.map(|n| reg.name_str(n));
+        } else if let Some(id) = t.identity {
+            let rec = reg.get(id);
+            who.name = Some(rec.name.clone());
+            who.unit = rec.unit.clone();
+            who.container = rec.container.clone();
+            who.comm = rec.comm.clone();
+            who.exe = rec.exe.clone();
+        }
+        who
+    }
+
+    fn decide(&mut self, now_ns: u64, mut t: Trigger) {
+        let Some(which) = self.resolve(&mut t) else {
+            return;
+        };
         match self.policy.decide(now_ns, t) {
-            Decision::Spawn => self.spawn(now_ns, t),
+            Decision::Spawn => self.spawn(now_ns, t, which),
             Decision::Debounced { .. } => self.report(t.pid, 0, RecoveryOutcome::Debounced),
             Decision::Refused(reason) => {
-                self.audit(Record::Refused {
-                    wallclock_ms: varta_audit::wallclock_ms_now(),
-                    observer_ns: now_ns,
-                    agent_pid: t.pid,
-                    reason: reason.as_str().to_string(),
-                });
+                let who = audit_agent(&self.who(&t));
+                self.audit_for(
+                    Record::Refused {
+                        wallclock_ms: varta_audit::wallclock_ms_now(),
+                        observer_ns: now_ns,
+                        agent_pid: t.pid,
+                        reason: reason.as_str().to_string(),
+                    },
+                    who,
+                );
                 self.report(t.pid, 0, RecoveryOutcome::Refused(reason));
             }
             Decision::GivenUp => {
-                self.audit(Record::Refused {
-                    wallclock_ms: varta_audit::wallclock_ms_now(),
-                    observer_ns: now_ns,
-                    agent_pid: t.pid,
-                    reason: "given_up".to_string(),
-                });
+                let who = audit_agent(&self.who(&t));
+                self.audit_for(
+                    Record::Refused {
+                        wallclock_ms: varta_audit::wallclock_ms_now(),
+                        observer_ns: now_ns,
+                        agent_pid: t.pid,
+                        reason: "given_up".to_string(),
+                    },
+                    who,
+                );
                 self.report(t.pid, 0, RecoveryOutcome::GivenUp);
             }
         }
     }
 
-    fn spawn(&mut self, now_ns: u64, t: Trigger) {
-        let Some(template) = &self.template else {
+    fn spawn(&mut self, now_ns: u64, t: Trigger, which: Option<usize>) {
+        let who = self.who(&t);
+        let Some(template) = self.command_for(which) else {
+            self.policy.child_done(t.key());
             return;
         };
-        let (mut cmd, template_len) = template.command(t.pid, t.kind);
-        let program = template.argv(t.pid).swap_remove(0);
+        let (mut cmd, template_len) = template.command(&who, t.kind);
+        let program = template.argv(&who).swap_remove(0);
         let source = template.source().to_string();
+        let audit_who = audit_agent(&who);
         let spawned = cmd
             .spawn()
-            .and_then(|c| Running::new(t.pid, t.kind, c, now_ns, self.capture_cap));
-        let running = match spawned {
+            .and_then(|c| Running::new(t.key(), t.pid, t.kind, c, now_ns, self.capture_cap));
+        let mut running = match spawned {
             Ok(r) => r,
             Err(e) => {
-                self.policy.child_done(t.pid);
+                self.policy.child_done(t.key());
                 let errno = e.raw_os_error().unwrap_or(0);
                 tracing::debug!(pid = t.pid, program, error = %e, "recovery spawn failed");
-                self.audit(Record::Complete {
-                    wallclock_ms: varta_audit::wallclock_ms_now(),
-                    observer_ns: now_ns,
-                    agent_pid: t.pid,
-                    child_pid: 0,
-                    outcome: "spawn_failed".to_string(),
-                    exit_code: None,
-                    signal: None,
-                    duration_ns: 0,
-                    stdout_len: 0,
-                    stderr_len: 0,
-                    truncated: false,
-                    excerpt: None,
-                });
+                self.audit_for(
+                    Record::Complete {
+                        wallclock_ms: varta_audit::wallclock_ms_now(),
+                        observer_ns: now_ns,
+                        agent_pid: t.pid,
+                        child_pid: 0,
+                        outcome: "spawn_failed".to_string(),
+                        exit_code: None,
+                        signal: None,
+                        duration_ns: 0,
+                        stdout_len: 0,
+                        stderr_len: 0,
+                        truncated: false,
+                        excerpt: None,
+                    },
+                    audit_who,
+                );
                 self.report(t.pid, 0, RecoveryOutcome::SpawnFailed { errno });
                 return;
             }
         };
+        running.who = audit_who.clone();
         let child = running.pid();
         let registry = self.poll.registry();
         let mut ok = registry
@@ -264,16 +390,19 @@ impl Runner {
                 "cannot watch the recovery child; it will be killed"
             );
         }
-        self.audit(Record::Spawn {
-            wallclock_ms: varta_audit::wallclock_ms_now(),
-            observer_ns: now_ns,
-            agent_pid: t.pid,
-            child_pid: child,
-            mode: "exec".to_string(),
-            program,
-            source,
-            template_len: u32::try_from(template_len).unwrap_or(u32::MAX),
-        });
+        self.audit_for(
+            Record::Spawn {
+                wallclock_ms: varta_audit::wallclock_ms_now(),
+                observer_ns: now_ns,
+                agent_pid: t.pid,
+                child_pid: child,
+                mode: "exec".to_string(),
+                program,
+                source,
+                template_len: u32::try_from(template_len).unwrap_or(u32::MAX),
+            },
+            audit_who,
+        );
         if let Some(timeout) = self.timeout {
             self.timeouts.insert((running.started + timeout, child));
         }
@@ -337,7 +466,7 @@ impl Runner {
         r.close_pipes();
         self.pending_reads.retain(|&(c, _)| c != child);
         self.timeouts.retain(|&(_, c)| c != child);
-        self.policy.child_done(r.agent);
+        self.policy.child_done(r.key);
         let now_ns = self.now_ns();
         let duration_ns = u64::try_from(r.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let (out, err) = r.captured();
@@ -373,20 +502,24 @@ impl Runner {
         }
         let excerpt = (self.capture_cap > 0)
             .then(|| varta_audit::escape_excerpt(excerpt_source(out, err, EXCERPT_BYTES)));
-        self.audit(Record::Complete {
-            wallclock_ms: varta_audit::wallclock_ms_now(),
-            observer_ns: now_ns,
-            agent_pid: r.agent,
-            child_pid: child,
-            outcome: audit_outcome.to_string(),
-            exit_code,
-            signal,
-            duration_ns,
-            stdout_len: out.len() as u32,
-            stderr_len: err.len() as u32,
-            truncated: r.truncated,
-            excerpt,
-        });
+        let who = r.who.clone();
+        self.audit_for(
+            Record::Complete {
+                wallclock_ms: varta_audit::wallclock_ms_now(),
+                observer_ns: now_ns,
+                agent_pid: r.agent,
+                child_pid: child,
+                outcome: audit_outcome.to_string(),
+                exit_code,
+                signal,
+                duration_ns,
+                stdout_len: out.len() as u32,
+                stderr_len: err.len() as u32,
+                truncated: r.truncated,
+                excerpt,
+            },
+            who,
+        );
         self.report(r.agent, child, outcome);
     }
 
@@ -474,10 +607,12 @@ impl Runner {
         }
     }
 
-    fn audit(&mut self, rec: Record) {
+    /// Submits `rec` about `who` (its name and unit fill schema v3's
+    /// columns).
+    fn audit_for(&mut self, rec: Record, who: Option<varta_audit::Agent>) {
         if let Some(a) = &self.audit {
             // A full queue is counted by the audit log itself.
-            let _ = a.submit(rec);
+            let _ = a.submit_for(rec, who);
         }
     }
 
@@ -508,6 +643,18 @@ impl Runner {
             let _ = self.main_waker.wake();
         }
     }
+}
+
+/// The audit columns of `who`: its name (`unknown` when not known) and unit.
+fn audit_agent(who: &AgentInfo) -> Option<varta_audit::Agent> {
+    Some(varta_audit::Agent {
+        name: who
+            .name
+            .as_deref()
+            .unwrap_or(super::command::UNKNOWN)
+            .to_string(),
+        unit: who.unit.as_deref().map(str::to_string),
+    })
 }
 
 fn signal_group(pgid: u32, sig: Signal) {

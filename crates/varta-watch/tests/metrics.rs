@@ -45,9 +45,78 @@ fn get(addr: SocketAddr, path: &str, auth: bool) -> (u16, String) {
     (code, body)
 }
 
+/// `name{k="v",…}` as (name, labels), label values unescaped.
+fn parse_series(s: &str) -> Option<(String, Vec<(String, String)>)> {
+    let Some((name, rest)) = s.split_once('{') else {
+        return Some((s.to_string(), Vec::new()));
+    };
+    let mut labels = Vec::new();
+    let mut chars = rest.chars();
+    loop {
+        let mut k = String::new();
+        loop {
+            match chars.next()? {
+                '=' => break,
+                '}' if k.is_empty() => return Some((name.to_string(), labels)),
+                ',' if k.is_empty() => {}
+                c => k.push(c),
+            }
+        }
+        if chars.next()? != '"' {
+            return None;
+        }
+        let mut v = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => match chars.next()? {
+                    'n' => v.push('\n'),
+                    c => v.push(c),
+                },
+                '"' => break,
+                c => v.push(c),
+            }
+        }
+        labels.push((k, v));
+    }
+}
+
+/// The value of the first sample of `series` (`name{k="v",…}`) in `body`
+/// whose labels include the given ones: per-pid series carry `name` (and
+/// `unit`, `container` when known) after `pid`.
 fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    let (want, want_labels) = parse_series(series)?;
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (s, v) = l.rsplit_once(' ')?;
+        let (name, labels) = parse_series(s)?;
+        (name == want && want_labels.iter().all(|w| labels.contains(w)))
+            .then(|| v.parse().ok())
+            .flatten()
+    })
+}
+
+/// promtool accepts `body` with only the original's own lint warnings
+/// (its varta_recovery_duration_ns_sum naming); skipped without promtool.
+fn promtool_accepts(body: &str) {
+    if let Ok(mut p) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = p.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        for l in text.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                l.starts_with("varta_recovery_duration_ns_sum "),
+                "promtool: {l}"
+            );
+        }
+    } else {
+        eprintln!("promtool not installed: skipped its check");
+    }
 }
 
 #[test]
@@ -128,26 +197,7 @@ fn scrape_of_the_real_observer() {
 
     // The real scrape passes promtool with only the original's own lint
     // warnings (its varta_recovery_duration_ns_sum naming).
-    if let Ok(mut p) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-        let out = p.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        for l in text.lines().filter(|l| !l.trim().is_empty()) {
-            assert!(
-                l.starts_with("varta_recovery_duration_ns_sum "),
-                "promtool: {l}"
-            );
-        }
-    } else {
-        eprintln!("promtool not installed: skipped its check");
-    }
+    promtool_accepts(&body);
     obs.kill().unwrap();
 }
 
@@ -210,4 +260,154 @@ fn secure_udp_counters_reach_metrics() {
         sample(&body, "varta_udp_sender_state_capacity"),
         Some(65536.0)
     );
+}
+
+/// Polls `/metrics` until `done` holds for the body (or fails after
+/// PATIENCE, printing the last body).
+fn scrape_until(addr: SocketAddr, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let (code, body) = get(addr, "/metrics", true);
+        assert_eq!(code, 200);
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what} never showed up:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn agents_known_by_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("varta.toml");
+    std::fs::write(
+        &config,
+        r#"
+threshold-ms = 300
+[[agent]]
+match = { name = "ghost" }
+required = true
+startup-grace-ms = 200
+[[agent]]
+match = {}
+name = "beater"
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let obs =
+        common::start_metrics_observer(dir.path(), TOKEN, &["--config", config.to_str().unwrap()]);
+    let addr = obs.addr;
+    let v = |body: &str, series: &str| sample(body, series);
+
+    // Nothing named ghost ever beats: missing after its grace.
+    let body = scrape_until(addr, "ghost missing", |b| {
+        v(b, "varta_required_agents{name=\"ghost\",state=\"missing\"}") == Some(1.0)
+    });
+    assert_eq!(
+        v(
+            &body,
+            "varta_required_agents{name=\"ghost\",state=\"present\"}"
+        ),
+        Some(0.0)
+    );
+
+    // One agent: its per-pid series carry its name, pid label first.
+    let mut a = spawn_agent("beat", &obs.socket, 20);
+    let pa = a.id();
+    let body = scrape_until(addr, "agent a by name", |b| {
+        v(
+            b,
+            &format!("varta_beats_total{{pid=\"{pa}\",name=\"beater\"}}"),
+        )
+        .unwrap_or(0.0)
+            >= 3.0
+            && v(b, "varta_agents_by_name{name=\"beater\",state=\"alive\"}") == Some(1.0)
+    });
+    assert!(
+        body.contains(&format!("varta_beats_total{{pid=\"{pa}\",name=\"beater\"")),
+        "{body}"
+    );
+    for family in [
+        "varta_stalls_total",
+        "varta_status",
+        "varta_last_beat_timestamp_seconds",
+    ] {
+        assert!(
+            v(&body, &format!("{family}{{pid=\"{pa}\",name=\"beater\"}}")).is_some(),
+            "{family}:\n{body}"
+        );
+    }
+    assert_eq!(
+        v(&body, "varta_agent_restarts_total{name=\"beater\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        v(&body, "varta_agent_stalls_total{name=\"beater\"}"),
+        Some(0.0)
+    );
+
+    // A second process under the same name: a restart by our definition.
+    let mut b = spawn_agent("beat", &obs.socket, 20);
+    let pb = b.id();
+    scrape_until(addr, "agent b by name", |body| {
+        v(
+            body,
+            &format!("varta_beats_total{{pid=\"{pb}\",name=\"beater\"}}"),
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+            && v(
+                body,
+                "varta_agents_by_name{name=\"beater\",state=\"alive\"}",
+            ) == Some(2.0)
+            && v(body, "varta_agent_restarts_total{name=\"beater\"}") == Some(1.0)
+    });
+
+    // Both die: two stalls under the name, cardinality still one name.
+    for c in [&mut a, &mut b] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let body = scrape_until(addr, "stalls by name", |body| {
+        v(body, "varta_agent_stalls_total{name=\"beater\"}") == Some(2.0)
+            && v(
+                body,
+                "varta_agents_by_name{name=\"beater\",state=\"stalled\"}",
+            ) == Some(2.0)
+    });
+    assert_eq!(
+        v(
+            &body,
+            "varta_agents_by_name{name=\"beater\",state=\"alive\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        v(
+            &body,
+            &format!("varta_stalls_total{{pid=\"{pa}\",name=\"beater\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        body.lines()
+            .filter(|l| l.starts_with("varta_agent_restarts_total{"))
+            .count(),
+        1,
+        "{body}"
+    );
+    assert_eq!(
+        v(
+            &body,
+            "varta_required_agents{name=\"ghost\",state=\"missing\"}"
+        ),
+        Some(1.0)
+    );
+    promtool_accepts(&body);
 }

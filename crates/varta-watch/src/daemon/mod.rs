@@ -23,7 +23,7 @@ use crate::events::{Event, EventBus, Sink};
 use crate::export::counters::{Counters, CountingSink};
 use crate::export::log::LogSink;
 use crate::export::metrics::endpoint::{MetricsEndpoint, OvershootSink};
-use crate::export::metrics::{MetricsSources, Observations, Stage};
+use crate::export::metrics::{ByNameSink, MetricsSources, Observations, Stage};
 use crate::health::notify::SystemdEnv;
 use crate::health::{self, hw, LoopHealth, Pulse};
 use crate::identity::Registry;
@@ -290,11 +290,15 @@ impl Daemon {
         } else {
             None
         };
+        let mut by_name = None;
         if let Some(o) = &observations {
             bus.add(Box::new(OvershootSink::new(
                 o.clone(),
                 threshold_ns.clone(),
             )));
+            let sink = ByNameSink::new(names.registry().clone());
+            by_name = Some(sink.shared());
+            bus.add(Box::new(sink));
         }
         let base_sinks = bus.len();
         let sink_factory = sink_factory.unwrap_or(crate::export::configured_sinks);
@@ -354,6 +358,7 @@ impl Daemon {
                             }
                             _ => 0,
                         },
+                        by_name,
                     },
                     health.clone(),
                 )
@@ -624,8 +629,15 @@ impl Daemon {
                         .given_up
                         .load(std::sync::atomic::Ordering::Relaxed)
                 });
-                m.bridge
-                    .publish(&self.tracker, now, self.listener.pid_max(), given_up);
+                let names = self.policy.names();
+                m.bridge.publish(
+                    &self.tracker,
+                    now,
+                    self.listener.pid_max(),
+                    given_up,
+                    Some(&names),
+                    &self.policy.required_states(),
+                );
             }
         }
     }

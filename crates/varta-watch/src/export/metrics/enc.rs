@@ -3,7 +3,8 @@
 //! Counter names are given without `_total`; the encoder appends it.
 
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeGaugeValue, EncodeLabelValue, EncodeMetric, NoLabelSet,
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabel, EncodeLabelSet, EncodeLabelValue,
+    EncodeMetric, LabelSetEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
@@ -60,6 +61,43 @@ pub(super) fn gauges_by<'a, V: EncodeGaugeValue>(
     Ok(())
 }
 
+/// The labels of one agent's per-pid series: `pid` first (the original's
+/// only label), `name` always, `unit` and `container` when known. Values
+/// are escaped by the encoder.
+struct AgentLabels<'a>(&'a AgentSample);
+
+impl EncodeLabelSet for AgentLabels<'_> {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Res {
+        let a = self.0;
+        ("pid", a.pid).encode(e.encode_label())?;
+        ("name", &*a.name).encode(e.encode_label())?;
+        if let Some(u) = &a.unit {
+            ("unit", &**u).encode(e.encode_label())?;
+        }
+        if let Some(c) = &a.container {
+            ("container", &**c).encode(e.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// A gauge with two labels, one sample per `(first value, second value,
+/// value)`.
+pub(super) fn gauges_by2<'a, V: EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labels: (&str, &str),
+    values: impl IntoIterator<Item = (&'a str, &'a str, V)>,
+) -> Res {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (a, b, v) in values {
+        m.encode_family(&[(labels.0, a), (labels.1, b)])?
+            .encode_gauge(&v)?;
+    }
+    Ok(())
+}
+
 /// A per-pid counter from the snapshot.
 pub(super) fn per_pid_counter(
     e: &mut DescriptorEncoder,
@@ -70,7 +108,7 @@ pub(super) fn per_pid_counter(
 ) -> Res {
     let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
     for a in agents {
-        m.encode_family(&[("pid", a.pid)])?
+        m.encode_family(&AgentLabels(a))?
             .encode_counter::<NoLabelSet, _, u64>(&value(a), None)?;
     }
     Ok(())
@@ -86,8 +124,7 @@ pub(super) fn per_pid_gauge<V: EncodeGaugeValue>(
 ) -> Res {
     let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for a in agents {
-        m.encode_family(&[("pid", a.pid)])?
-            .encode_gauge(&value(a))?;
+        m.encode_family(&AgentLabels(a))?.encode_gauge(&value(a))?;
     }
     Ok(())
 }

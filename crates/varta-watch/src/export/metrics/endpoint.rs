@@ -14,9 +14,11 @@ use mio::Waker;
 use tokio::sync::watch;
 
 use super::MetricsSources;
-use super::{AgentCounts, AgentSample, MetricsRenderer, Snapshot};
+use super::{AgentCounts, AgentSample, MetricsRenderer, Snapshot, UNKNOWN_NAME};
 use crate::health::LoopHealth;
 use crate::http::{Format, HttpServer, HttpSettings, Service};
+use crate::identity::NameId;
+use crate::policy::Names;
 use crate::tracker::{SlotState, Tracker};
 
 /// How long a scrape waits for the loop's snapshot before rendering the
@@ -53,7 +55,20 @@ impl SnapshotBridge {
 
     /// Loop side: copies what a scrape needs out of the tracker and hands
     /// it over. `now_ns` is observer time; `given_up` comes from recovery.
-    pub fn publish(&self, tracker: &Tracker, now_ns: u64, pid_max: u32, given_up: u64) {
+    /// `names` (the policy engine's pid → identity table, readable only on
+    /// this thread) labels the per-pid series: its strings are copied into
+    /// the snapshot (shared `Arc<str>`s, no string copies). `required` is
+    /// [`crate::policy::Policy::required_states`], resolved to names here.
+    pub fn publish(
+        &self,
+        tracker: &Tracker,
+        now_ns: u64,
+        pid_max: u32,
+        given_up: u64,
+        names: Option<&Names>,
+        required: &[(NameId, bool)],
+    ) {
+        let unknown: Arc<str> = Arc::from(UNKNOWN_NAME);
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -64,8 +79,16 @@ impl SnapshotBridge {
             if agents.len() >= self.limit {
                 return false;
             }
+            let rec = names.and_then(|n| n.record(s.pid));
+            let (name, unit, container) = match rec.as_deref() {
+                Some(r) => (r.name.clone(), r.unit.clone(), r.container.clone()),
+                None => (unknown.clone(), None, None),
+            };
             agents.push(AgentSample {
                 pid: s.pid,
+                name,
+                unit,
+                container,
                 beats: t.beats,
                 stalls: t.stalls,
                 // The original's codes: the last reported status, or 3
@@ -91,6 +114,13 @@ impl SnapshotBridge {
             },
             pid_max,
             last_loop_unix_s: wall,
+            required: match names {
+                Some(n) => required
+                    .iter()
+                    .map(|&(id, present)| (n.registry().name_str(id), present))
+                    .collect(),
+                None => Vec::new(),
+            },
         };
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
         self.published.send_modify(|g| *g += 1);

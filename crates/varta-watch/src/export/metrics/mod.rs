@@ -10,7 +10,16 @@
 //!   this design are emitted with a constant (see the table under
 //!   "Metrics" in the crate README and [`RETIRED`]);
 //! - ours: `varta_agents{state}`, `varta_last_beat_timestamp_seconds{pid}`,
-//!   `varta_build_info{version}`, histograms, write errors, HTTP refusals…
+//!   `varta_build_info{version}`, histograms, write errors, HTTP refusals…,
+//!   and the per-name families ([`by_name`]: `varta_agents_by_name`,
+//!   `varta_agent_restarts_total`, `varta_agent_stalls_total`,
+//!   `varta_required_agents`).
+//!
+//! Per-pid series carry `pid` first (the original's only label, so its
+//! queries keep matching), then `name` — always: `unknown` while the
+//! identity is being resolved or could not be — then `unit` and `container`
+//! only when known. Label values are escaped by the encoder (`\`, `"`,
+//! newline), so names chosen by watched processes cannot break the body.
 //!
 //! Values come from atomics bumped where things happen ([`Counters`],
 //! [`AuditCounters`], [`RecoveryStats`], [`HttpCounters`],
@@ -31,6 +40,7 @@
 //! (`# TYPE varta_recovery_duration_ns_sum counter`, sample
 //! `varta_recovery_duration_ns_sum_total`).
 
+pub mod by_name;
 mod enc;
 pub mod endpoint;
 mod original;
@@ -53,7 +63,11 @@ use crate::export::file::{FileExportCounters, FileExportStats};
 use crate::http::{Format, HttpCounters};
 use crate::recovery::RecoveryStats;
 
+pub use by_name::{ByNameShared, ByNameSink, NameStats};
 pub use original::{AMENDED_HELP, RETIRED};
+
+/// The `name` label of an agent whose identity is not known (yet).
+pub const UNKNOWN_NAME: &str = "unknown";
 
 /// Buckets (seconds) of the original's loop and audit-fsync histograms,
 /// preceded by finer ones (our iterations take microseconds). A superset of
@@ -264,13 +278,22 @@ pub struct MetricsSources {
     pub per_agent_limit: u32,
     /// `--udp-sender-capacity` of a secure UDP listener (0: none).
     pub udp_sender_capacity: u32,
+    /// Per-name counts kept by a [`ByNameSink`] on the detection thread;
+    /// None: the per-name families have no samples.
+    pub by_name: Option<Arc<ByNameShared>>,
 }
 
 /// One agent's per-pid series.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AgentSample {
     /// Agent pid.
     pub pid: u32,
+    /// `name` label: the agent's name, [`UNKNOWN_NAME`] when not known.
+    pub name: Arc<str>,
+    /// `unit` label, only when known.
+    pub unit: Option<Arc<str>>,
+    /// `container` label, only when known.
+    pub container: Option<Arc<str>>,
     /// Accepted beats (`varta_beats_total`).
     pub beats: u64,
     /// Stalls raised (`varta_stalls_total`).
@@ -281,6 +304,21 @@ pub struct AgentSample {
     /// Wall-clock time of the last accepted beat, Unix seconds
     /// (`varta_last_beat_timestamp_seconds`).
     pub last_beat_unix_s: f64,
+}
+
+impl Default for AgentSample {
+    fn default() -> Self {
+        AgentSample {
+            pid: 0,
+            name: Arc::from(UNKNOWN_NAME),
+            unit: None,
+            container: None,
+            beats: 0,
+            stalls: 0,
+            status: 0,
+            last_beat_unix_s: 0.0,
+        }
+    }
 }
 
 /// Agents by state (`varta_agents{state}`).
@@ -317,6 +355,9 @@ pub struct Snapshot {
     pub pid_max: u32,
     /// Wall-clock time of the loop's latest iteration, Unix seconds.
     pub last_loop_unix_s: f64,
+    /// Required names and whether each has a live agent
+    /// (`varta_required_agents{name,state}`).
+    pub required: Vec<(Arc<str>, bool)>,
 }
 
 /// One render in progress: what the collector needs beyond the sources.
@@ -357,6 +398,7 @@ struct Shared {
     granted_rcvbuf: usize,
     per_agent_limit: u32,
     udp_sender_capacity: u32,
+    by_name: Option<Arc<ByNameShared>>,
     /// Sum of `Snapshot::overflow` over rendered bodies.
     overflow_total: AtomicU64,
     /// Set by `render` for the duration of one encode.
@@ -385,7 +427,8 @@ impl Collector for Families {
             return Ok(());
         };
         original::encode(&mut e, &self.0, &snapshot, format)?;
-        ours::encode(&mut e, &self.0, &snapshot)
+        ours::encode(&mut e, &self.0, &snapshot)?;
+        by_name::encode(&mut e, self.0.by_name.as_deref(), &snapshot)
     }
 }
 
@@ -418,6 +461,7 @@ impl MetricsRenderer {
             granted_rcvbuf: sources.granted_rcvbuf,
             per_agent_limit: sources.per_agent_limit,
             udp_sender_capacity: sources.udp_sender_capacity,
+            by_name: sources.by_name,
             overflow_total: AtomicU64::new(0),
             scrape: Mutex::new(None),
         });
@@ -459,7 +503,7 @@ impl MetricsRenderer {
             snapshot: snapshot.clone(),
             format,
         });
-        let mut out = String::with_capacity(24 * 1024 + snapshot.agents.len() * 190);
+        let mut out = String::with_capacity(24 * 1024 + snapshot.agents.len() * 260);
         let encoded = match format {
             Format::Prometheus => {
                 prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)

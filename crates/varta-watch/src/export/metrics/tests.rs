@@ -8,9 +8,10 @@ use std::time::Instant;
 use varta_vlp::DecodeError;
 
 use super::*;
-use crate::events::{Event, RecoveryOutcome, RefusedReason, RejectReason, Sink};
+use crate::events::{Event, Origin, RecoveryOutcome, RefusedReason, RejectReason, Sink};
 use crate::export::counters::CountingSink;
 use crate::http::RefusalReason;
+use crate::identity::{IdentityId, IdentityRecord, NameId, Registry};
 
 /// The original 0.2.0's scrape (see tests/data/README.md).
 const ORIGINAL: &str = include_str!(concat!(
@@ -31,9 +32,68 @@ struct Fixture {
     counters: Arc<Counters>,
     obs: Arc<Observations>,
     recovery: Arc<RecoveryStats>,
+    by_name: ByNameSink,
+    registry: Arc<Registry>,
+}
+
+/// An identity record named `name` (with `exe` to tell records apart).
+fn record(name: &str, exe: &str) -> IdentityRecord {
+    IdentityRecord {
+        name: Arc::from(name),
+        exe: Some(Arc::from(exe)),
+        ..IdentityRecord::unknown()
+    }
+}
+
+fn identified(pid: u32, identity: IdentityId) -> Event {
+    Event::Identified {
+        pid,
+        identity,
+        rule: None,
+    }
+}
+
+fn stall(pid: u32) -> Event {
+    Event::Stall {
+        pid,
+        last_nonce: 1,
+        last_beat_ns: 0,
+        origin: Origin::KernelAttested,
+        foreign_ns: false,
+    }
+}
+
+fn recovered(pid: u32) -> Event {
+    Event::Recovered {
+        pid,
+        nonce: 2,
+        status: varta_vlp::Status::Ok,
+        payload: 0,
+        silent_ns: 1,
+    }
+}
+
+fn exit(pid: u32) -> Event {
+    Event::Exit {
+        pid,
+        timestamp: 0,
+        payload: 0,
+        origin: Origin::KernelAttested,
+        foreign_ns: false,
+    }
 }
 
 fn fixture() -> Fixture {
+    // Per-name families with samples in every render: nginx.service with
+    // two agents (one stalled, a restart), and a name that needs escaping.
+    let registry = Arc::new(Registry::new(64));
+    let mut by_name = ByNameSink::new(registry.clone());
+    let nginx = registry.intern(record("nginx.service", "/usr/sbin/nginx"));
+    let weird = registry.intern(record("we\"ird\\name", "/x"));
+    for (pid, id) in [(9867, nginx), (9900, nginx), (9901, weird)] {
+        by_name.on_event(0, &identified(pid, id));
+    }
+    by_name.on_event(0, &stall(9867));
     let counters = Arc::new(Counters::default());
     let obs = Arc::new(Observations::new());
     let recovery = Arc::new(RecoveryStats::default());
@@ -49,12 +109,15 @@ fn fixture() -> Fixture {
         granted_rcvbuf: 2_097_152,
         per_agent_limit: 10_000,
         udp_sender_capacity: 0,
+        by_name: Some(by_name.shared()),
     });
     Fixture {
         renderer,
         counters,
         obs,
         recovery,
+        by_name,
+        registry,
     }
 }
 
@@ -63,10 +126,13 @@ fn fixture() -> Fixture {
 fn representative() -> Arc<Snapshot> {
     let agent = |pid, beats, stalls, status| AgentSample {
         pid,
+        name: Arc::from("nginx.service"),
+        unit: Some(Arc::from("nginx.service")),
         beats,
         stalls,
         status,
         last_beat_unix_s: 1_796_047_505.002,
+        ..AgentSample::default()
     };
     Arc::new(Snapshot {
         agents: vec![
@@ -83,6 +149,7 @@ fn representative() -> Arc<Snapshot> {
         },
         pid_max: 32768,
         last_loop_unix_s: 1_796_047_505.25,
+        required: vec![(Arc::from("billing"), true), (Arc::from("ghost"), false)],
     })
 }
 
@@ -640,10 +707,13 @@ fn many_agents(n: u32) -> Arc<Snapshot> {
         agents: (0..n)
             .map(|i| AgentSample {
                 pid: 100_000 + i,
+                name: Arc::from(format!("worker-{}", i % 50)),
+                container: (i % 2 == 0).then(|| Arc::from("0123456789ab")),
                 beats: u64::from(i) * 1000 + 7,
                 stalls: u64::from(i % 3),
                 status: (i % 4) as u8,
                 last_beat_unix_s: 1_796_047_505.0 + f64::from(i) / 1000.0,
+                ..AgentSample::default()
             })
             .collect(),
         overflow: 0,
@@ -653,6 +723,7 @@ fn many_agents(n: u32) -> Arc<Snapshot> {
         },
         pid_max: 4_194_304,
         last_loop_unix_s: 1_796_047_600.0,
+        required: Vec::new(),
     })
 }
 
@@ -693,5 +764,274 @@ fn render_time_10k_agents() {
             "{format:?}: 10,000 agents, {bytes} bytes: median {:?}, p90 {:?}, min {:?}",
             times[25], times[45], times[0]
         );
+    }
+}
+
+#[test]
+fn per_pid_series_carry_name_unit_and_container() {
+    let f = fixture();
+    for format in [Format::Prometheus, Format::OpenMetrics] {
+        let body = text(&f.renderer, &representative(), format);
+        // pid first (the original's queries keep matching), then name, unit.
+        for line in [
+            "varta_beats_total{pid=\"9867\",name=\"nginx.service\",unit=\"nginx.service\"} 20",
+            "varta_stalls_total{pid=\"9867\",name=\"nginx.service\",unit=\"nginx.service\"} 1",
+            "varta_status{pid=\"9867\",name=\"nginx.service\",unit=\"nginx.service\"} 3",
+        ] {
+            assert!(body.contains(line), "{line} ({format:?})\n{body}");
+        }
+        assert!(body.contains(
+            "varta_last_beat_timestamp_seconds{pid=\"9867\",name=\"nginx.service\",unit=\"nginx.service\"} 1796047505.002"
+        ));
+        // Container only when known; no unit label when there is none.
+        let many = text(&f.renderer, &many_agents(3), format);
+        assert!(many.contains(
+            "varta_beats_total{pid=\"100000\",name=\"worker-0\",container=\"0123456789ab\"} 7"
+        ));
+        assert!(many.contains("varta_beats_total{pid=\"100001\",name=\"worker-1\"} 1007"));
+    }
+    // An agent without a known identity is named unknown.
+    let unnamed = Arc::new(Snapshot {
+        agents: vec![AgentSample {
+            pid: 5,
+            beats: 1,
+            ..AgentSample::default()
+        }],
+        ..Snapshot::default()
+    });
+    let body = text(&f.renderer, &unnamed, Format::Prometheus);
+    assert!(body.contains("varta_beats_total{pid=\"5\",name=\"unknown\"} 1"));
+}
+
+#[test]
+fn label_values_from_processes_are_escaped() {
+    let f = fixture();
+    let snap = Arc::new(Snapshot {
+        agents: vec![AgentSample {
+            pid: 7,
+            name: Arc::from("a\"b\\c\nd} x=\"y"),
+            unit: Some(Arc::from("u\"nit")),
+            container: Some(Arc::from("c\\")),
+            beats: 3,
+            ..AgentSample::default()
+        }],
+        required: vec![(Arc::from("r\"q"), false)],
+        ..Snapshot::default()
+    });
+    let want = "varta_beats_total{pid=\"7\",name=\"a\\\"b\\\\c\\nd} x=\\\"y\",unit=\"u\\\"nit\",container=\"c\\\\\"} 3";
+    for format in [Format::Prometheus, Format::OpenMetrics] {
+        let body = text(&f.renderer, &snap, format);
+        assert!(body.contains(want), "{format:?}\n{body}");
+        assert!(body.contains("varta_required_agents{name=\"r\\\"q\",state=\"missing\"} 1"));
+        // Registry names too (the fixture's `we"ird\name`).
+        assert!(body.contains("varta_agent_restarts_total{name=\"we\\\"ird\\\\name\"} 0"));
+        // No raw newline inside a sample line.
+        assert!(
+            body.lines()
+                .all(|l| l.is_empty() || l.starts_with('#') || l.starts_with("varta_")),
+            "{body}"
+        );
+    }
+    if let Some(lint) = promtool(&text(&f.renderer, &snap, Format::Prometheus)) {
+        for l in lint {
+            assert!(ORIGINAL_LINT.contains(&l.as_str()), "promtool: {l}");
+        }
+    }
+}
+
+#[test]
+fn per_name_families_follow_the_events() {
+    let reg = Arc::new(Registry::new(64));
+    let mut sink = ByNameSink::new(reg.clone());
+    let api = reg.intern(record("api", "/bin/api"));
+    let api2 = reg.intern(record("api", "/opt/api")); // another record, same name
+    let db = reg.intern(record("db", "/bin/db"));
+    let name = |id| reg.name_id(id);
+    let mut ev = |e: Event| sink.on_event(0, &e);
+    ev(Event::Beat {
+        pid: 10,
+        nonce: 1,
+        status: varta_vlp::Status::Ok,
+        payload: 0,
+        origin: Origin::KernelAttested,
+    });
+    ev(identified(10, api)); // first life of api: no restart
+    ev(identified(11, api2)); // another pid under api: a restart
+    ev(Event::Identified {
+        pid: 11,
+        identity: api2,
+        rule: Some(0),
+    }); // reload re-identified it: same life
+    ev(stall(10));
+    ev(recovered(10));
+    ev(stall(10));
+    ev(Event::Eviction {
+        pid: 10,
+        was_live: false,
+    });
+    ev(exit(12)); // dying gasp before the identity was known
+    ev(identified(12, db));
+    ev(Event::NewLife { pid: 11 }); // pid reused
+    ev(identified(11, api)); // earlier life of the same pid: a restart
+    ev(stall(13)); // stalled before its identity was known: no named stall
+    ev(identified(13, IdentityId::UNKNOWN));
+    ev(identified(14, IdentityId::UNKNOWN)); // unknown never restarts
+    let got: BTreeMap<String, NameStats> = sink
+        .shared()
+        .snapshot()
+        .into_iter()
+        .map(|(n, s)| (reg.name_str(n).to_string(), s))
+        .collect();
+    let st = |alive, stalled, exited, restarts, stalls| NameStats {
+        alive,
+        stalled,
+        exited,
+        restarts,
+        stalls,
+    };
+    assert_eq!(got["api"], st(1, 0, 0, 2, 2));
+    assert_eq!(got["db"], st(0, 0, 1, 0, 0));
+    assert_eq!(got["unknown"], st(1, 1, 0, 0, 0));
+    assert_eq!(got.len(), 3);
+    assert_eq!(name(api), name(api2));
+
+    // Rendered from those counts, and required names from the snapshot.
+    let f = fixture();
+    let r = MetricsRenderer::new(MetricsSources {
+        by_name: Some(sink.shared()),
+        ..sources(&f)
+    });
+    let snap = Arc::new(Snapshot {
+        required: vec![(Arc::from("api"), true), (Arc::from("ghost"), false)],
+        ..Snapshot::default()
+    });
+    for format in [Format::Prometheus, Format::OpenMetrics] {
+        let body = text(&r, &snap, format);
+        for line in [
+            "varta_agents_by_name{name=\"api\",state=\"alive\"} 1",
+            "varta_agents_by_name{name=\"api\",state=\"stalled\"} 0",
+            "varta_agents_by_name{name=\"db\",state=\"exited\"} 1",
+            "varta_agents_by_name{name=\"unknown\",state=\"stalled\"} 1",
+            "varta_agent_restarts_total{name=\"api\"} 2",
+            "varta_agent_restarts_total{name=\"unknown\"} 0",
+            "varta_agent_stalls_total{name=\"api\"} 2",
+            "varta_agent_stalls_total{name=\"db\"} 0",
+            "varta_required_agents{name=\"api\",state=\"present\"} 1",
+            "varta_required_agents{name=\"api\",state=\"missing\"} 0",
+            "varta_required_agents{name=\"ghost\",state=\"present\"} 0",
+            "varta_required_agents{name=\"ghost\",state=\"missing\"} 1",
+        ] {
+            assert!(body.contains(line), "{line} ({format:?})\n{body}");
+        }
+        // Cardinality: names × 3 states, not pids.
+        assert_eq!(
+            samples(&body)
+                .iter()
+                .filter(|s| s.name == "varta_agents_by_name")
+                .count(),
+            9
+        );
+    }
+    // Without a sink the families are there, with no samples.
+    let body = text(&fixture_without_names(), &snap, Format::Prometheus);
+    assert!(body.contains("# TYPE varta_agents_by_name gauge"));
+    assert!(!body.contains("varta_agents_by_name{"));
+    assert!(body.contains("varta_required_agents{name=\"ghost\",state=\"missing\"} 1"));
+}
+
+fn sources(f: &Fixture) -> MetricsSources {
+    MetricsSources {
+        counters: f.counters.clone(),
+        audit: Arc::new(AuditCounters::default()),
+        recovery: Some(f.recovery.clone()),
+        http: None,
+        export: None,
+        observations: f.obs.clone(),
+        started: Instant::now(),
+        tracker_capacity: 256,
+        granted_rcvbuf: 2_097_152,
+        per_agent_limit: 10_000,
+        udp_sender_capacity: 0,
+        by_name: None,
+    }
+}
+
+fn fixture_without_names() -> MetricsRenderer {
+    MetricsRenderer::new(sources(&fixture()))
+}
+
+#[test]
+fn fixture_names_render() {
+    let f = fixture();
+    let body = text(&f.renderer, &representative(), Format::Prometheus);
+    assert!(body.contains("varta_agents_by_name{name=\"nginx.service\",state=\"alive\"} 1"));
+    assert!(body.contains("varta_agents_by_name{name=\"nginx.service\",state=\"stalled\"} 1"));
+    assert!(body.contains("varta_agent_restarts_total{name=\"nginx.service\"} 1"));
+    assert!(body.contains("varta_agent_stalls_total{name=\"nginx.service\"} 1"));
+    assert_eq!(f.registry.name_count(), 3); // unknown, nginx.service, we"ird\name
+    let _ = &f.by_name;
+}
+
+proptest::proptest! {
+    /// Any event sequence keeps the per-name state counts equal to what a
+    /// recount from scratch gives: every identified, tracked pid in exactly
+    /// one name and state, nothing negative, nothing leaked.
+    #[test]
+    fn per_name_counts_stay_consistent(
+        ops in proptest::collection::vec((0u8..7, 0u32..6, 0usize..3), 0..200)
+    ) {
+        let reg = Arc::new(Registry::new(16));
+        let ids = [
+            reg.intern(record("a", "/a")),
+            reg.intern(record("b", "/b")),
+            IdentityId::UNKNOWN,
+        ];
+        let mut sink = ByNameSink::new(reg.clone());
+        // The model: pid → (name, state) for tracked pids.
+        let mut model: BTreeMap<u32, (Option<NameId>, u8)> = BTreeMap::new();
+        let mut stalls: BTreeMap<NameId, u64> = BTreeMap::new();
+        for (op, pid, n) in ops {
+            let e = match op {
+                0 => identified(pid, ids[n]),
+                1 => stall(pid),
+                2 => recovered(pid),
+                3 => exit(pid),
+                4 => Event::NewLife { pid },
+                5 => Event::Eviction { pid, was_live: false },
+                _ => Event::Ctrunc,
+            };
+            sink.on_event(0, &e);
+            let m = model.entry(pid).or_insert((None, 0));
+            match op {
+                0 => m.0 = Some(reg.name_id(ids[n])),
+                1 => {
+                    m.1 = 1;
+                    if let Some(name) = m.0 {
+                        *stalls.entry(name).or_default() += 1;
+                    }
+                }
+                2 => m.1 = 0,
+                3 => m.1 = 2,
+                4 => *m = (None, 0),
+                5 => {
+                    model.remove(&pid);
+                }
+                _ => {}
+            }
+        }
+        let mut want: BTreeMap<NameId, [u64; 3]> = BTreeMap::new();
+        for (name, state) in model.values() {
+            if let Some(name) = name {
+                want.entry(*name).or_default()[*state as usize] += 1;
+            }
+        }
+        for (name, s) in sink.shared().snapshot() {
+            let w = want.get(&name).copied().unwrap_or_default();
+            proptest::prop_assert_eq!([s.alive, s.stalled, s.exited], w);
+            proptest::prop_assert_eq!(s.stalls, stalls.get(&name).copied().unwrap_or(0));
+        }
+        for name in want.keys() {
+            proptest::prop_assert!(sink.shared().snapshot().iter().any(|(n, _)| n == name));
+        }
     }
 }

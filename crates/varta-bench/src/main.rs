@@ -87,6 +87,10 @@ enum Cmd {
     /// connections against one /metrics endpoint until stdin closes.
     #[command(hide = true)]
     ScrapeFlood(ScrapeFloodCli),
+    /// (internal) the scrape scenario's UDP load: many agents beating
+    /// over plaintext UDP from one process until stdin closes.
+    #[command(hide = true)]
+    ScrapeLoad(scenarios::scrape::LoadArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -202,13 +206,26 @@ pub struct RecoveryArgs {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct ScrapeArgs {
-    /// Load agents (sender processes, one pid each) beating both observers
-    /// for the whole run [default: 10000; --quick 1000].
+    /// Load agents of ours: UDP agents (one load process, many pids) on
+    /// top of the original's sender processes, or with --scrape-uds-load
+    /// sender processes (one pid each) [default: 100000; --scrape-uds-load
+    /// 10000; --quick 10000 / 1000].
     #[arg(long)]
     pub scrape_agents: Option<usize>,
     /// Beat interval of the load agents, ms.
     #[arg(long, default_value_t = 1000)]
     pub scrape_load_interval_ms: u64,
+    /// Sender threads of the UDP load process.
+    #[arg(long, default_value_t = 2)]
+    pub scrape_udp_threads: usize,
+    /// Every load agent a sender process on the Unix socket (at most ~10 k
+    /// on a 32768 pid_max), no UDP: the scenario's earlier setup.
+    #[arg(long)]
+    pub scrape_uds_load: bool,
+    /// Keep beat lines in our export with the UDP load (default: ours gets
+    /// --no-export-beats then; stall lines are exported either way).
+    #[arg(long)]
+    pub scrape_export_beats: bool,
     /// Stall threshold given to both observers, ms (load agents must miss
     /// that many ms of beats to stall).
     #[arg(long, default_value_t = 3000)]
@@ -372,6 +389,15 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Cmd::ScrapeLoad(l) => {
+            return match scenarios::scrape::load(&l) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("varta-bench scrape-load: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         _ => {}
     }
     let common = Common {
@@ -410,7 +436,7 @@ fn main() -> ExitCode {
             Scenario::Recovery(a.recovery.clone()),
             Scenario::Scrape(a.scrape.clone()),
         ],
-        Cmd::Sender(_) | Cmd::ScaleWorker(_) | Cmd::ScrapeFlood(_) => {
+        Cmd::Sender(_) | Cmd::ScaleWorker(_) | Cmd::ScrapeFlood(_) | Cmd::ScrapeLoad(_) => {
             unreachable!("handled above")
         }
     };

@@ -80,22 +80,27 @@ pub(crate) fn free_port() -> Res<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Ours prints `metrics: http://ADDR/metrics` on stdout (its log file here).
+/// Ours prints `metrics: http://ADDR/metrics` on stdout (its log file
+/// here); returns the address once it accepts connections.
 pub(crate) fn ours_metrics_addr(obs: &Observer) -> Res<SocketAddr> {
+    wait_listening(ours_printed_addr(obs, "metrics: http://", "/metrics")?, obs)
+}
+
+/// An address ours prints on stdout (its log file here) as a line
+/// `{prefix}ADDR{suffix}`: `metrics: http://ADDR/metrics`, `udp: ADDR`.
+pub(super) fn ours_printed_addr(obs: &Observer, prefix: &str, suffix: &str) -> Res<SocketAddr> {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(obs.log_path()).unwrap_or_default();
-        if let Some(addr) = text.lines().find_map(|l| {
-            l.strip_prefix("metrics: http://")?
-                .strip_suffix("/metrics")?
-                .parse()
-                .ok()
-        }) {
-            return wait_listening(addr, obs);
+        if let Some(addr) = text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok())
+        {
+            return Ok(addr);
         }
         if Instant::now() > until {
             return Err(format!(
-                "our observer printed no `metrics: http://ADDR/metrics` line within 10 s: {}",
+                "our observer printed no `{prefix}ADDR{suffix}` line within 10 s: {}",
                 obs.log_tail()
             )
             .into());
@@ -217,6 +222,42 @@ pub(super) fn gauge(body: &[u8], name: &str) -> Option<f64> {
         let v = rest.strip_prefix(' ')?;
         v.split_whitespace().next()?.parse().ok()
     })
+}
+
+/// Our tracker as one scrape of ours shows it.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(super) struct TrackerGauges {
+    /// `varta_watch_pids_tracked`: every agent in the tracker.
+    pub pids_tracked: f64,
+    /// `varta_agents{state="alive"}` and `{state="stalled"}`.
+    pub alive: f64,
+    pub stalled: f64,
+}
+
+/// Scrapes ours until one scrape succeeds or `limit` passes (a flooded
+/// endpoint refuses or times out some): its tracker gauges.
+pub(super) fn tracker_gauges(
+    addr: SocketAddr,
+    request: &[u8],
+    limit: Duration,
+) -> Option<TrackerGauges> {
+    let until = Instant::now() + limit;
+    let mut buf = Vec::new();
+    loop {
+        if let Ok((_, body)) = scrape(addr, request, &mut buf) {
+            let b = &buf[body];
+            let g = |name| gauge(b, name).unwrap_or(f64::NAN);
+            return Some(TrackerGauges {
+                pids_tracked: g("varta_watch_pids_tracked"),
+                alive: g("varta_agents{state=\"alive\"}"),
+                stalled: g("varta_agents{state=\"stalled\"}"),
+            });
+        }
+        if Instant::now() > until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 pub(super) fn per_pid_series(body: &[u8]) -> usize {

@@ -1,13 +1,30 @@
 //! `scrape`: does serving `/metrics` delay stall detection, and how long
-//! does a scrape take, at 10 k per-pid series — ours and the original.
+//! does a scrape take, with 100 k agents tracked and 10 k per-pid series —
+//! ours and the original.
 //!
 //! Both observers run side by side with `--prom-addr` on loopback, a bearer
 //! token and rate limiting off (`--prom-rate-limit-burst 0`, which both
-//! accept). Load agents — real sender processes, one pid each, since both
-//! observers take the pid from the kernel (`SO_PASSCRED`) and ours also
-//! reads `/proc/<pid>/stat` — beat every second for the whole run. Ours is
-//! beaten by all of them; the original by as many as its tracker can hold
-//! (at most 4096 pids in 0.2.0, beats of further pids are dropped).
+//! accept). Load agents beat every `--scrape-load-interval-ms` for the whole
+//! run:
+//!
+//! - Unix-socket agents: real sender processes, one pid each (both
+//!   observers take the pid from the kernel, `SO_PASSCRED`, and ours also
+//!   reads `/proc/<pid>/stat`). As many as the original's tracker holds
+//!   besides the run's stalling agents (at most 4096 pids in 0.2.0, beats of
+//!   further pids are dropped) beat all three observers.
+//! - UDP agents (the default; ours only): one load process ([`load`]) beats
+//!   for `--scrape-agents` pids over our plaintext UDP listener on loopback,
+//!   pids above the kernel's `PID_MAX_LIMIT` so that none is a real
+//!   process's. That is how ours tracks 100 k agents on a machine whose
+//!   `pid_max` is 32768. The original gets no UDP load in the main run: its
+//!   poll loop reads one datagram per listener per iteration and blocks in
+//!   its Unix-socket read for `--read-timeout-ms` when that socket is idle,
+//!   so its UDP listener takes in a few datagrams per 100 ms. A probe before
+//!   the run measures that (a fresh original fed the same agents over its
+//!   own UDP listener, at its default read timeout and at 1 ms) and the
+//!   report prints what it got.
+//! - With `--scrape-uds-load`, the previous setup: every load agent is a
+//!   sender process (at most ~10 k here), no UDP.
 //!
 //! Part 1, stall overshoot. Every repetition has three phases, in rotated
 //! order: no flood, ours' `/metrics` flooded, the original's flooded. The
@@ -16,16 +33,18 @@
 //! back to back with the token, and `slowloris` connections that send one
 //! header byte per second (reopened at the next second when the server
 //! closes them). In each phase `stalls` fresh agents beat both observers
-//! every 100 ms, report (socket, nonce, CLOCK_MONOTONIC) of each delivered
-//! beat, and fall silent at seeded random instants — alive, as in
-//! `recovery`, unless `--scrape-sigkill` asks for SIGKILL as in `detect`
-//! (see [`crate::ScrapeArgs::scrape_sigkill`] for why that is not the
-//! default). The flood runs from a second before the first agent falls
-//! silent until a second after the last stall is due. Overshoot = stall line
-//! readable in the export (inotify, as in `detect`) − last delivered beat −
-//! threshold. Each observer is measured in every phase, so each gets three
-//! conditions: no flood, own endpoint flooded, the other observer's endpoint
-//! flooded (the neighbour's load on the same 2 cores).
+//! over their Unix sockets every 100 ms, report (socket, nonce,
+//! CLOCK_MONOTONIC) of each delivered beat, and fall silent at seeded random
+//! instants — alive, as in `recovery`, unless `--scrape-sigkill` asks for
+//! SIGKILL as in `detect` (see [`crate::ScrapeArgs::scrape_sigkill`] for why
+//! that is not the default). The flood runs from a second before the first
+//! agent falls silent until a second after the last stall is due; while it
+//! runs, once every agent is silent, the harness scrapes ours once to record
+//! how many agents its tracker holds. Overshoot = stall line readable in the
+//! export (inotify, as in `detect`) − last delivered beat − threshold. Each
+//! observer is measured in every phase, so each gets three conditions: no
+//! flood, own endpoint flooded, the other observer's endpoint flooded (the
+//! neighbour's load on the same 2 cores).
 //!
 //! Part 2, scrape latency: sequential scrapes with the token, one at a
 //! time, rotating between the observers, each observer scraped every 1.2 s
@@ -37,13 +56,15 @@
 
 pub(crate) mod endpoint;
 mod flood;
+mod load;
 mod report;
+mod rig;
 
 pub use flood::{flood, FloodArgs};
+pub use load::{load, LoadArgs};
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -52,17 +73,19 @@ use serde::Serialize;
 use super::{report_readers, rotated, SplitMix};
 use crate::exportfile::{SeenStall, StallWatcher};
 use crate::procs::{
-    bench_dir, monotonic_ns, spawn_senders, spawn_stoppable_senders, Binaries, Observer,
-    ObserverSpec, Res, Sender, SenderSpec, Which, REPORT_SOCKET_SHIFT,
+    monotonic_ns, spawn_senders, spawn_stoppable_senders, Binaries, Res, Sender, SenderSpec, Which,
+    REPORT_SOCKET_SHIFT,
 };
-use crate::stats::{num, percentile};
+use crate::stats::num;
 use crate::{Common, Outcome, ScrapeArgs};
 use endpoint::{
-    free_port, ours_metrics_addr, random_token, request_bytes, sequential, serves_metrics,
-    wait_listening, wait_tracked, write_secret, SEQ_PERIOD,
+    request_bytes, sequential, serves_metrics, tracker_gauges, wait_tracked, TrackerGauges,
+    SEQ_PERIOD,
 };
 use flood::{Flood, FloodCfg, FloodStats};
-use report::report;
+use load::{cpu_secs, udp_drops, LoadStats, Target, UdpLoad};
+use report::{progress, report};
+use rig::{probe_original_udp_all, Rig, RigCfg, UdpProbe};
 
 /// Beat interval of the agents that fall silent, ms (as in `detect`).
 const STALL_INTERVAL_MS: u64 = 100;
@@ -85,6 +108,11 @@ const ORIGINAL_MAX_TRACKED: usize = 4096;
 /// Tracker slots of the original left free beyond every stalling agent of
 /// the run, so none of them ever waits for an eviction.
 const ORIGINAL_SLACK: usize = 64;
+
+/// First pid of the UDP agents: 2^23, above the kernel's `PID_MAX_LIMIT`
+/// (2^22), so no UDP agent shares a pid with a process beating over the
+/// Unix socket.
+const UDP_FIRST_PID: u32 = 1 << 23;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -151,6 +179,8 @@ struct Detection {
     /// Stall lines for load agents (which beat all along), attributed to
     /// the phase in which they were due to start: seen − threshold.
     load_stalled: usize,
+    /// Of those, UDP agents.
+    load_stalled_udp: usize,
 }
 
 #[derive(Serialize)]
@@ -160,42 +190,90 @@ struct PhaseRun {
     /// Index 0 ours, 1 the original.
     detection: [Detection; 2],
     flood: Option<FloodStats>,
+    /// Our tracker, scraped once while the phase's flood ran.
+    ours_tracker: Option<TrackerGauges>,
+    /// UDP datagrams the kernel dropped at ours' full receive queue.
+    ours_udp_dropped: Option<u64>,
+}
+
+/// Agent counts of a run.
+#[derive(Clone, Copy, Serialize)]
+struct Agents {
+    /// Sender processes beating all three observers over their Unix sockets.
+    uds_all: usize,
+    /// Sender processes beating ours only (`--scrape-uds-load`).
+    uds_ours: usize,
+    /// UDP agents beating ours only.
+    udp: usize,
+    /// Agents falling silent per phase.
+    stalls: usize,
+}
+
+impl Agents {
+    fn ours_load(&self) -> usize {
+        self.uds_all + self.uds_ours + self.udp
+    }
 }
 
 pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
-    let agents = a
-        .scrape_agents
-        .unwrap_or(if c.quick { 1000 } else { 10_000 });
+    let udp = !a.scrape_uds_load;
     let stalls = a.scrape_stalls.unwrap_or(if c.quick { 10 } else { 30 });
     let stop_secs = a
         .scrape_stop_secs
         .unwrap_or(if c.quick { 2.0 } else { 3.0 });
     let seq = a.seq_scrapes.unwrap_or(if c.quick { 5 } else { 20 });
     let threshold_ms = a.scrape_threshold_ms;
+    let interval_ms = a.scrape_load_interval_ms;
     let earliest_ms = 5 * STALL_INTERVAL_MS + 200;
     let span_ms = (stop_secs * 1000.0) as u64;
+    let reps = c.reps as usize;
+    let agents = a.scrape_agents.unwrap_or(match (udp, c.quick) {
+        (true, false) => 100_000,
+        (true, true) | (false, false) => 10_000,
+        (false, true) => 1000,
+    });
+    // The original's tracker holds at most 4096 pids; give it as many load
+    // agents as leave a slot for every stalling agent of the run.
+    let orig_room = ORIGINAL_MAX_TRACKED.checked_sub(3 * reps * stalls + ORIGINAL_SLACK);
     if agents == 0
         || stalls == 0
-        || 3 * c.reps as usize * stalls + ORIGINAL_SLACK >= ORIGINAL_MAX_TRACKED
+        || orig_room.is_none_or(|r| r == 0)
         || span_ms <= earliest_ms + 100
         || threshold_ms < 10
-        || a.scrape_load_interval_ms == 0
+        || interval_ms == 0
         || seq == 0
+        || a.scrape_udp_threads == 0
+        || (udp && agents > (u32::MAX - UDP_FIRST_PID) as usize)
     {
         return Err(format!(
-            "scrape needs --scrape-agents, --seq-scrapes and --scrape-load-interval-ms >= 1, \
-             --scrape-stalls from 1 to {}, --scrape-threshold-ms >= 10 and \
-             --scrape-stop-secs above {:.1} s",
-            (ORIGINAL_MAX_TRACKED - ORIGINAL_SLACK - 1) / (3 * c.reps as usize),
+            "scrape needs --scrape-agents, --seq-scrapes, --scrape-udp-threads and \
+             --scrape-load-interval-ms >= 1, --scrape-stalls from 1 to {}, \
+             --scrape-threshold-ms >= 10 and --scrape-stop-secs above {:.1} s",
+            (ORIGINAL_MAX_TRACKED - ORIGINAL_SLACK - 1) / (3 * reps),
             (earliest_ms + 100) as f64 / 1000.0
         )
         .into());
     }
-    if a.scrape_load_interval_ms * 2 > threshold_ms {
+    let orig_room = orig_room.unwrap_or(0);
+    let n = if udp {
+        Agents {
+            uds_all: orig_room.min(if c.quick { 1000 } else { usize::MAX }),
+            uds_ours: 0,
+            udp: agents,
+            stalls,
+        }
+    } else {
+        Agents {
+            uds_all: agents.min(orig_room),
+            uds_ours: agents - agents.min(orig_room),
+            udp: 0,
+            stalls,
+        }
+    };
+    if interval_ms * 2 > threshold_ms {
         eprintln!(
-            "varta-bench: note: load agents beat every {} ms with a {} ms threshold: a single \
-             dropped beat can stall them",
-            a.scrape_load_interval_ms, threshold_ms
+            "varta-bench: note: load agents beat every {interval_ms} ms with a {threshold_ms} ms \
+             threshold: a single dropped beat can stall them"
         );
     }
     for (which, bin) in [(Which::Ours, &bins.ours), (Which::Original, &bins.original)] {
@@ -208,16 +286,16 @@ pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
             .into());
         }
     }
-    // The original's tracker holds at most 4096 pids; give it as many load
-    // agents as leave a slot for every stalling agent of the run.
-    let orig_agents =
-        agents.min(ORIGINAL_MAX_TRACKED - 3 * c.reps as usize * stalls - ORIGINAL_SLACK);
     println!(
-        "## scrape: {agents} agents beating every {} ms ({orig_agents} of them also beat the \
-         original, whose tracker holds at most {ORIGINAL_MAX_TRACKED}), threshold {threshold_ms} \
+        "## scrape: ours tracks {} load agents ({} over plaintext UDP, {} sender processes on \
+         its Unix socket), the original {} of them (the processes; its tracker holds at most \
+         {ORIGINAL_MAX_TRACKED}), all beating every {interval_ms} ms, threshold {threshold_ms} \
          ms; per phase {stalls} more agents {} over {stop_secs} s; flood = {} scrapers + {} \
          slowloris (nice {}); {} reps",
-        a.scrape_load_interval_ms,
+        n.ours_load(),
+        n.udp,
+        n.uds_all + n.uds_ours,
+        n.uds_all,
         if a.scrape_sigkill {
             "SIGKILLed"
         } else {
@@ -228,110 +306,60 @@ pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
         a.flood_nice,
         c.reps
     );
+    let exe = std::env::current_exe()?;
 
-    let dir = bench_dir()?;
-    // Ours at the original's agent count (part 2 only): its own directory,
-    // since observers name their files by kind.
-    let dir_small = bench_dir()?;
-    let token = random_token()?;
-    let token_file = dir.path().join("prom.token");
-    write_secret(&token_file, &token)?;
+    // The original fed over its own UDP listener, alone, before the run.
+    let probes = if udp {
+        probe_original_udp_all(bins, &exe, n.uds_all as u32, interval_ms, threshold_ms)?
+    } else {
+        Vec::new()
+    };
+
     let phase_est = Duration::from_secs_f64(stop_secs)
         + Duration::from_millis(threshold_ms + 1000)
         + FLOOD_WARMUP
         + Duration::from_secs(5);
-    let lifetime = Duration::from_millis(agents as u64 * 6)
+    let processes = n.uds_all + n.uds_ours;
+    let lifetime = Duration::from_millis(processes as u64 * 6 + 2 * interval_ms)
         + phase_est * (3 * c.reps)
         + SEQ_PERIOD * seq as u32
         + Duration::from_secs(120);
     // Room for every load agent and every stalling agent.
-    let capacity = (agents + 3 * c.reps as usize * stalls).next_power_of_two() * 2;
-    let token_arg = token_file.to_string_lossy().into_owned();
-    let limit_arg = a.per_agent_metrics_limit.to_string();
-    let orig_port = free_port()?;
-    let orig_addr_arg = format!("127.0.0.1:{orig_port}");
-    let common_flags = [
-        "--prom-token-file",
-        &token_arg,
-        "--prom-rate-limit-burst",
-        "0",
-    ];
-    let mut ours_flags: Vec<&str> = common_flags.to_vec();
-    ours_flags.extend([
-        "--prom-addr",
-        "127.0.0.1:0",
-        "--per-agent-metrics-limit",
-        &limit_arg,
-    ]);
-    let mut detect_flags = ours_flags.clone();
-    detect_flags.extend(["--export-file-sync-every", "1"]);
-    let mut orig_flags: Vec<&str> = common_flags.to_vec();
-    orig_flags.extend([
-        "--prom-addr",
-        &orig_addr_arg,
-        "--export-file-sync-every",
-        "1",
-    ]);
-    let spec = |which, dir, export, tracker_capacity, extra| ObserverSpec {
-        which,
-        dir,
-        threshold_ms,
-        export,
-        tracker_capacity,
-        extra,
-        lifetime: lifetime + Duration::from_secs(30),
-    };
-    let mut ours = Observer::start(
+    let ours_capacity = (n.ours_load() + 3 * reps * stalls).next_power_of_two() * 2;
+    let mut rig = Rig::start(
         bins,
-        &spec(Which::Ours, dir.path(), true, capacity, &detect_flags),
+        &RigCfg {
+            threshold_ms,
+            ours_capacity,
+            per_agent_limit: a.per_agent_metrics_limit,
+            ours_udp: udp,
+            ours_no_export_beats: udp && !a.scrape_export_beats,
+            lifetime: lifetime + Duration::from_secs(30),
+        },
     )?;
-    let mut orig = Observer::start(
-        bins,
-        &spec(
-            Which::Original,
-            dir.path(),
-            true,
-            ORIGINAL_MAX_TRACKED,
-            &orig_flags,
-        ),
-    )?;
-    let mut small = Observer::start(
-        bins,
-        &spec(
-            Which::Ours,
-            dir_small.path(),
-            false,
-            ORIGINAL_MAX_TRACKED,
-            &ours_flags,
-        ),
-    )?;
-    let addrs = [
-        ours_metrics_addr(&ours)?,
-        wait_listening(SocketAddr::from(([127, 0, 0, 1], orig_port)), &orig)?,
-        ours_metrics_addr(&small)?,
-    ];
+    let addrs = rig.addrs;
     let watchers = [
-        StallWatcher::start(ours.export.clone().ok_or("no export file")?)?,
-        StallWatcher::start(orig.export.clone().ok_or("no export file")?)?,
+        StallWatcher::start(rig.ours.export.clone().ok_or("no export file")?)?,
+        StallWatcher::start(rig.orig.export.clone().ok_or("no export file")?)?,
     ];
-    let request = request_bytes(&token);
+    let request = request_bytes(&rig.token);
 
-    eprintln!("  starting {agents} load agents...");
+    eprintln!("  starting {processes} load agent processes...");
     let t_spawn = Instant::now();
     let mut load = spawn_senders(
-        orig_agents,
+        n.uds_all,
         &SenderSpec {
-            sockets: &[&ours.socket, &orig.socket, &small.socket],
-            interval_ms: Some(a.scrape_load_interval_ms),
+            sockets: &[&rig.ours.socket, &rig.orig.socket, &rig.small.socket],
+            interval_ms: Some(interval_ms),
             report: false,
             lifetime,
         },
     )?;
     load.extend(spawn_senders(
-        agents - orig_agents,
+        n.uds_ours,
         &SenderSpec {
-            sockets: &[&ours.socket],
-            interval_ms: Some(a.scrape_load_interval_ms),
+            sockets: &[&rig.ours.socket],
+            interval_ms: Some(interval_ms),
             report: false,
             lifetime,
         },
@@ -342,27 +370,44 @@ pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
     }
     let spawn_secs = t_spawn.elapsed().as_secs_f64();
     let load_pids: HashSet<u32> = load.iter().map(|k| k.guard.pid()).collect();
+    let udp_port = rig.ours_udp.map(|u| u.port());
+    let mut udp_load = match rig.ours_udp {
+        Some(addr) => {
+            eprintln!(
+                "  starting {} UDP agents ({} threads)...",
+                n.udp, a.scrape_udp_threads
+            );
+            let target = Target {
+                addr,
+                first_pid: UDP_FIRST_PID,
+                count: n.udp as u32,
+            };
+            Some(UdpLoad::start(
+                &exe,
+                &[target],
+                interval_ms,
+                a.scrape_udp_threads,
+            )?)
+        }
+        None => None,
+    };
+    let is_udp = |pid: u32| pid >= UDP_FIRST_PID && ((pid - UDP_FIRST_PID) as usize) < n.udp;
     let tracked = wait_tracked(
         &addrs,
         &request,
-        &[agents, orig_agents, orig_agents],
-        Duration::from_secs(30),
+        &[n.ours_load(), n.uds_all, n.uds_all],
+        Duration::from_secs(30) + Duration::from_millis(2 * interval_ms),
     );
     eprintln!(
-        "  load agents up in {spawn_secs:.1} s; pids tracked: ours {}, original {}, ours (small) {}",
+        "  load agents up in {:.1} s; pids tracked: ours {}, original {}, ours (small) {}",
+        t_spawn.elapsed().as_secs_f64(),
         num(tracked[0], 0),
         num(tracked[1], 0),
         num(tracked[2], 0)
     );
-    let labels = [Which::Ours.label(), Which::Original.label(), SMALL_LABEL];
-    let check = |ours: &mut Observer, orig: &mut Observer, small: &mut Observer| -> Res<()> {
-        ours.check_running(labels[0])?;
-        orig.check_running(labels[1])?;
-        small.check_running(labels[2])
-    };
-    check(&mut ours, &mut orig, &mut small)?;
+    rig.check()?;
 
-    let exe = std::env::current_exe()?;
+    let token_file = rig.token_file.clone();
     let flood_cfg = FloodCfg {
         exe: &exe,
         token_file: &token_file,
@@ -376,13 +421,22 @@ pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
     // Each phase's [start, end] on CLOCK_MONOTONIC, by phase index.
     let mut windows: Vec<(u64, u64)> = Vec::new();
     let all_phases = [Phase::Quiet, Phase::FloodOurs, Phase::FloodOriginal];
-    for rep in 0..c.reps as usize {
+    let cpu_pids = [
+        Some(rig.ours.pid()),
+        Some(rig.orig.pid()),
+        Some(rig.small.pid()),
+        udp_load.as_ref().map(UdpLoad::pid),
+    ];
+    let cpu0 = cpu_pids.map(|p| p.and_then(cpu_secs));
+    let t_phases = Instant::now();
+    for rep in 0..reps {
         for (p, phase) in rotated(&all_phases, rep).into_iter().enumerate() {
             let seed = a.scrape_seed.wrapping_add((3 * rep + p) as u64);
             let begin_ns = monotonic_ns();
+            let drops0 = udp_port.and_then(udp_drops);
             // Which observer each stalling agent beats first alternates by rep.
             let order = rotated(&[0usize, 1], rep);
-            let socks = [ours.socket.as_path(), orig.socket.as_path()];
+            let socks = [rig.ours.socket.as_path(), rig.orig.socket.as_path()];
             let sockets: Vec<&Path> = order.iter().map(|&o| socks[o]).collect();
             let spec = SenderSpec {
                 sockets: &sockets,
@@ -405,13 +459,19 @@ pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
                 None => None,
             };
             stop_on_schedule(&mut stallers, seed, earliest_ms, span_ms, a.scrape_sigkill)?;
-            // The last stall is due one threshold after the last agent fell silent.
-            std::thread::sleep(Duration::from_millis(threshold_ms + 1000));
+            // The last stall is due one threshold after the last agent fell
+            // silent; meanwhile (flood still on) read our tracker once.
+            let until = Instant::now() + Duration::from_millis(threshold_ms + 1000);
+            let ours_tracker = tracker_gauges(addrs[0], &request, Duration::from_secs(2));
+            if let Some(wait) = until.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
             let flood = match flood {
                 Some(f) => Some(f.stop()?),
                 None => None,
             };
             let end_ns = monotonic_ns();
+            let drops1 = udp_port.and_then(udp_drops);
             // Silent agents are done with (their stalls are in): kill and
             // reap them, which closes their report pipes.
             for k in &mut stallers {
@@ -430,45 +490,44 @@ pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
                     reports: rep_beats,
                 });
             }
-            if let Some(f) = &flood {
-                let mut l = f.latency_ms.clone();
-                l.sort_by(f64::total_cmp);
-                eprintln!(
-                    "  rep {} {:?}: flood {} ok ({:.0}/s, p50 {:.1} ms), {} failed, slowloris {} opened",
-                    rep + 1,
-                    phase,
-                    f.ok,
-                    f.ok as f64 / f.secs.max(1e-9),
-                    percentile(&l, 0.5),
-                    f.failed(),
-                    f.slow_opened
-                );
-            } else {
-                eprintln!("  rep {} {:?}: done", rep + 1, phase);
-            }
+            progress(rep, phase, flood.as_ref(), ours_tracker.as_ref());
             phases.push(PhaseRun {
                 rep,
                 phase,
                 detection: Default::default(),
                 flood,
+                ours_tracker,
+                ours_udp_dropped: drops0.zip(drops1).map(|(x, y)| y.saturating_sub(x)),
             });
             // Spurious stalls of load agents are attributed to a phase by
             // when they were seen.
             windows.push((begin_ns, end_ns));
-            check(&mut ours, &mut orig, &mut small)?;
+            rig.check()?;
+            if let Some(l) = udp_load.as_mut() {
+                l.check_running()?;
+            }
         }
+    }
+
+    let phase_secs = t_phases.elapsed().as_secs_f64();
+    let cpu1 = cpu_pids.map(|p| p.and_then(cpu_secs));
+    let mut part1_cpu = [None; 4];
+    for (c, (a, b)) in part1_cpu.iter_mut().zip(cpu0.iter().zip(&cpu1)) {
+        *c = a.zip(*b).map(|(a, b)| (b - a) / phase_secs);
     }
 
     // Part 2: sequential scrapes, one at a time, each observer every SEQ_PERIOD.
     eprintln!("  sequential scrapes: {seq} per observer...");
     let seqs = sequential(&addrs, &request, seq);
-    check(&mut ours, &mut orig, &mut small)?;
+    rig.check()?;
 
+    let load_stats: Option<LoadStats> = match udp_load.take() {
+        Some(l) => Some(l.stop()?),
+        None => None,
+    };
     let [w_ours, w_orig] = watchers;
     let seen = [w_ours.finish()?, w_orig.finish()?];
-    ours.stop();
-    orig.stop();
-    small.stop();
+    rig.stop();
     // SIGKILL every load agent first, then reap: one by one would wait for
     // each teardown in turn.
     for k in &mut load {
@@ -502,37 +561,49 @@ pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
     for (i, (from, to)) in windows.iter().enumerate() {
         if let Some(ph) = phases.get_mut(i) {
             for (o, seen_o) in seen.iter().enumerate() {
-                ph.detection[o].load_stalled += seen_o
-                    .iter()
-                    .filter(|s| {
-                        let began = s.seen_ns.saturating_sub(threshold_ns);
-                        began >= *from && began < *to
-                    })
-                    .filter(|s| load_pids.contains(&s.pid))
-                    .count();
+                let d = &mut ph.detection[o];
+                for s in seen_o.iter().filter(|s| {
+                    let began = s.seen_ns.saturating_sub(threshold_ns);
+                    began >= *from && began < *to
+                }) {
+                    if is_udp(s.pid) {
+                        d.load_stalled += 1;
+                        d.load_stalled_udp += 1;
+                    } else if load_pids.contains(&s.pid) {
+                        d.load_stalled += 1;
+                    }
+                }
             }
         }
     }
 
     let setup = Setup {
-        agents,
-        orig_agents,
-        stalls,
+        agents: n,
+        ours_capacity,
         stop_secs,
         tracked,
         spawn_secs,
+        probes,
+        load: load_stats,
+        part1_cpu,
     };
     report(a, c, &setup, &phases, &seqs)
 }
 
 /// What `report` prints besides the runs.
 struct Setup {
-    agents: usize,
-    orig_agents: usize,
-    stalls: usize,
+    agents: Agents,
+    ours_capacity: usize,
     stop_secs: f64,
     tracked: [f64; 3],
     spawn_secs: f64,
+    /// The original fed over its own UDP listener (UDP mode).
+    probes: Vec<UdpProbe>,
+    /// The UDP load process (UDP mode).
+    load: Option<LoadStats>,
+    /// CPU use during part 1, in cores: ours, the original, small, the UDP
+    /// load process.
+    part1_cpu: [Option<f64>; 4],
 }
 
 /// A stalling agent: its phase, its socket order and its beat reports.

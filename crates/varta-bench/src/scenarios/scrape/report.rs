@@ -2,10 +2,11 @@
 
 use serde_json::json;
 
-use super::endpoint::{SeqRun, FAIL_LEGEND, SEQ_PERIOD};
+use super::endpoint::{SeqRun, TrackerGauges, FAIL_LEGEND, SEQ_PERIOD};
 use super::flood::FloodStats;
 use super::{
-    Condition, Detection, PhaseRun, Setup, CONDITIONS, OBS, ORIGINAL_MAX_TRACKED, SMALL_LABEL,
+    Condition, Detection, Phase, PhaseRun, Setup, CONDITIONS, OBS, ORIGINAL_MAX_TRACKED,
+    SMALL_LABEL,
 };
 use crate::procs::Res;
 use crate::scenarios::Table;
@@ -33,6 +34,7 @@ struct Stats {
     unmatched: usize,
     spurious: usize,
     load_stalled: usize,
+    load_stalled_udp: usize,
 }
 
 impl Stats {
@@ -69,6 +71,7 @@ impl Stats {
             unmatched: runs.iter().map(|r| r.unmatched).sum(),
             spurious: runs.iter().map(|r| r.spurious).sum(),
             load_stalled: runs.iter().map(|r| r.load_stalled).sum(),
+            load_stalled_udp: runs.iter().map(|r| r.load_stalled_udp).sum(),
         }
     }
 
@@ -78,6 +81,7 @@ impl Stats {
             "pooled_ms": { "p50": self.pooled[0], "p99": self.pooled[1], "max": self.pooled[2] },
             "stalls": self.samples, "missed": self.missed, "unmatched": self.unmatched,
             "spurious": self.spurious, "load_agents_stalled": self.load_stalled,
+            "udp_load_agents_stalled": self.load_stalled_udp,
         })
     }
 }
@@ -89,7 +93,7 @@ pub(super) fn report(
     phases: &[PhaseRun],
     seqs: &[SeqRun; 3],
 ) -> Res<Outcome> {
-    let stalls = setup.stalls;
+    let stalls = setup.agents.stalls;
     let stats = |o: usize, cond: Condition| {
         let runs: Vec<&Detection> = phases
             .iter()
@@ -107,7 +111,7 @@ pub(super) fn report(
         "observer",
         "condition",
         "stalls (missed, unmatched, spurious)",
-        "load agents stalled",
+        "load agents stalled (UDP)",
         "p50 ms",
         "p99 ms",
         "max ms",
@@ -123,7 +127,7 @@ pub(super) fn report(
                     "{} ({}, {}, {})",
                     s.samples, s.missed, s.unmatched, s.spurious
                 ),
-                s.load_stalled.to_string(),
+                format!("{} ({})", s.load_stalled, s.load_stalled_udp),
                 s.p50.cell(3),
                 s.p99.cell(3),
                 s.max.cell(3),
@@ -141,7 +145,8 @@ pub(super) fn report(
         "\nmedian (min–max) of the per-rep percentiles, {} reps of {stalls} stalls per observer \
          and condition; counts are totals. spurious: a stall line before the agent's last beat; \
          load agents stalled: stall lines for agents that beat all along (beats lost, e.g. to a \
-         full socket queue), counted in the phase where they were due to start (seen − threshold)",
+         full socket queue), counted in the phase where they were due to start (seen − threshold); \
+         (UDP): of them, UDP agents",
         c.reps
     );
 
@@ -245,8 +250,9 @@ pub(super) fn report(
         "\nper-pid series = varta_beats_total{{pid=…}} lines in the last body; ours caps them at \
          --per-agent-metrics-limit {}, the original at the {ORIGINAL_MAX_TRACKED} pids its tracker \
          holds; the third row is ours beaten by the same {} agents as the original; failed: {}",
-        a.per_agent_metrics_limit, setup.orig_agents, FAIL_LEGEND
+        a.per_agent_metrics_limit, setup.agents.uds_all, FAIL_LEGEND
     );
+    let load_js = load_tables(a, setup, phases);
 
     let (oq, of) = (&all[0][0], &all[0][1]);
     let (uq, uf) = (&all[1][0], &all[1][1]);
@@ -277,8 +283,12 @@ pub(super) fn report(
     Ok(Outcome {
         scenario: "scrape",
         results: json!({
+            "load": if a.scrape_uds_load { "uds" } else { "udp" },
             "agents": setup.agents,
-            "original_agents": setup.orig_agents,
+            "ours_load_agents": setup.agents.ours_load(),
+            "original_agents": setup.agents.uds_all,
+            "ours_tracker_capacity": setup.ours_capacity,
+            "ours_no_export_beats": !a.scrape_uds_load && !a.scrape_export_beats,
             "load_interval_ms": a.scrape_load_interval_ms,
             "threshold_ms": a.scrape_threshold_ms,
             "stalls_per_phase": stalls,
@@ -295,8 +305,198 @@ pub(super) fn report(
                 "sequential_scrapes": seq_js[2],
                 "pids_tracked_at_start": setup.tracked[2],
             },
+            "udp_load": load_js["udp_load"],
+            "ours_tracker_mid_phase": load_js["ours_tracker_mid_phase"],
+            "part1_cpu_cores": load_js["part1_cpu_cores"],
+            "original_udp_probes": setup.probes,
             "phases": phases,
         }),
         goals,
     })
+}
+
+/// The tables of the load itself: our tracker while the phases ran, the
+/// UDP load process, and the original's UDP probes.
+fn load_tables(a: &ScrapeArgs, setup: &Setup, phases: &[PhaseRun]) -> serde_json::Value {
+    println!("\n### our tracker mid-phase (one scrape of ours per phase, while the flood ran)\n");
+    let mut t = Table::new(&[
+        "phase",
+        "phases scraped",
+        "pids tracked min–max",
+        "alive min–max",
+        "stalled min–max",
+        "UDP datagrams dropped by the kernel",
+    ]);
+    let range = |v: &[f64]| {
+        let s = Summary::of(v);
+        format!("{}–{}", num(s.min, 0), num(s.max, 0))
+    };
+    let mut mid_js = Vec::new();
+    for (label, ph) in PHASES {
+        let runs: Vec<&PhaseRun> = phases.iter().filter(|p| p.phase == ph).collect();
+        let got: Vec<&TrackerGauges> = runs
+            .iter()
+            .filter_map(|p| p.ours_tracker.as_ref())
+            .collect();
+        let col = |f: &dyn Fn(&TrackerGauges) -> f64| got.iter().map(|g| f(g)).collect::<Vec<_>>();
+        let (tracked, alive, stalled) = (
+            col(&|g| g.pids_tracked),
+            col(&|g| g.alive),
+            col(&|g| g.stalled),
+        );
+        let drops: Option<u64> = runs.iter().map(|p| p.ours_udp_dropped).sum();
+        t.row(vec![
+            label.into(),
+            format!("{} of {}", got.len(), runs.len()),
+            range(&tracked),
+            range(&alive),
+            range(&stalled),
+            drops.map_or("n/a".into(), |d| num(d as f64, 0)),
+        ]);
+        mid_js.push(json!({
+            "phase": ph, "scraped": got.len(), "phases": runs.len(),
+            "pids_tracked": Summary::of(&tracked), "alive": Summary::of(&alive),
+            "stalled": Summary::of(&stalled), "udp_dropped": drops,
+        }));
+    }
+    t.print();
+    println!(
+        "\nvarta_watch_pids_tracked and varta_agents{{state=…}} of ours; ours tracks {} load \
+         agents plus each phase's {} stalling agents (stalled ones stay tracked), capacity {}",
+        num(setup.agents.ours_load() as f64, 0),
+        setup.agents.stalls,
+        num(setup.ours_capacity as f64, 0)
+    );
+    let cores =
+        |i: usize| setup.part1_cpu[i].map_or("n/a".into(), |c| format!("{}%", num(100.0 * c, 1)));
+    println!(
+        "\nCPU during part 1, % of one core: ours {}, the original {}, ours (small) {}, UDP load \
+         process {}",
+        cores(0),
+        cores(1),
+        cores(2),
+        cores(3)
+    );
+
+    let mut udp_js = serde_json::Value::Null;
+    if let Some(l) = &setup.load {
+        println!("\n### the UDP load (one process, plaintext UDP to ours, loopback)\n");
+        let mut t = Table::new(&[
+            "agents",
+            "beat every",
+            "threads",
+            "datagrams sent",
+            "per second",
+            "late ticks (> 50 ms)",
+            "max lag ms",
+            "CPU s (% of one core)",
+        ]);
+        let sent: u64 = l.sent.iter().sum();
+        t.row(vec![
+            num(setup.agents.udp as f64, 0),
+            format!("{} ms", a.scrape_load_interval_ms),
+            a.scrape_udp_threads.to_string(),
+            num(sent as f64, 0),
+            num(sent as f64 / l.secs.max(1e-9), 0),
+            format!(
+                "{} of {}",
+                num(l.late_ticks as f64, 0),
+                num(l.ticks as f64, 0)
+            ),
+            num(l.max_lag_ms, 1),
+            format!(
+                "{} ({}%)",
+                num(l.cpu_secs, 1),
+                num(100.0 * l.cpu_secs / l.secs.max(1e-9), 1)
+            ),
+        ]);
+        t.print();
+        udp_js = json!({
+            "agents": setup.agents.udp, "first_pid": super::UDP_FIRST_PID,
+            "threads": a.scrape_udp_threads, "stats": l,
+            "sent_per_sec": sent as f64 / l.secs.max(1e-9),
+        });
+    }
+    if !setup.probes.is_empty() {
+        println!(
+            "\n### the original fed over its own UDP listener (probe: a fresh original, alone, \
+             before the run, nothing on its Unix socket)\n"
+        );
+        let mut t = Table::new(&[
+            "--read-timeout-ms",
+            "agents",
+            "secs",
+            "datagrams sent",
+            "dropped by the kernel",
+            "beats accepted",
+            "pids tracked at the end",
+        ]);
+        for p in &setup.probes {
+            t.row(vec![
+                p.read_timeout_ms
+                    .map_or("default (100)".into(), |v| v.to_string()),
+                num(f64::from(p.agents), 0),
+                num(p.secs, 1),
+                num(p.sent as f64, 0),
+                p.dropped.map_or("n/a".into(), |d| num(d as f64, 0)),
+                num(p.beats_exported as f64, 0),
+                num(p.pids_tracked, 0),
+            ]);
+        }
+        t.print();
+        println!(
+            "\nbeats accepted = beat lines in its export; each agent beat every {} ms. The main \
+             run therefore feeds the original its {} agents as sender processes on its Unix \
+             socket",
+            a.scrape_load_interval_ms,
+            num(setup.agents.uds_all as f64, 0)
+        );
+    }
+    json!({
+        "udp_load": udp_js, "ours_tracker_mid_phase": mid_js,
+        "part1_cpu_cores": {
+            "ours": setup.part1_cpu[0], "original": setup.part1_cpu[1],
+            "ours_small": setup.part1_cpu[2], "udp_load": setup.part1_cpu[3],
+        },
+    })
+}
+
+/// Phases in table order.
+const PHASES: [(&str, Phase); 3] = [
+    ("no flood", Phase::Quiet),
+    ("ours' /metrics flooded", Phase::FloodOurs),
+    ("the original's /metrics flooded", Phase::FloodOriginal),
+];
+
+/// One progress line per phase on stderr.
+pub(super) fn progress(
+    rep: usize,
+    phase: Phase,
+    flood: Option<&FloodStats>,
+    t: Option<&TrackerGauges>,
+) {
+    let tracker = t.map_or("ours not scraped".into(), |t| {
+        format!(
+            "ours tracks {} ({} alive)",
+            num(t.pids_tracked, 0),
+            num(t.alive, 0)
+        )
+    });
+    match flood {
+        Some(f) => {
+            let mut l = f.latency_ms.clone();
+            l.sort_by(f64::total_cmp);
+            eprintln!(
+                "  rep {} {phase:?}: flood {} ok ({:.0}/s, p50 {:.1} ms), {} failed, slowloris {} \
+                 opened; {tracker}",
+                rep + 1,
+                f.ok,
+                f.ok as f64 / f.secs.max(1e-9),
+                percentile(&l, 0.5),
+                f.failed(),
+                f.slow_opened
+            );
+        }
+        None => eprintln!("  rep {} {phase:?}: done; {tracker}", rep + 1),
+    }
 }

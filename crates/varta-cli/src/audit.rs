@@ -20,6 +20,12 @@ pub enum AuditCommand {
     /// record, which the summary says. Like any hash chain it cannot show
     /// records cut off the end: compare the last seq with what you expect.
     ///
+    /// Each file is read in the schema its header declares: v2 (the
+    /// original's) or v3 (`--recovery-audit-schema v3`: agent name and unit
+    /// columns). A chain may change schema from one file to the next (the
+    /// observer rotates a file when its schema is switched); the summary
+    /// says which schemas it saw when v3 is among them.
+    ///
     /// Exit status: 0 the chain holds (one summary line); 1 a record does
     /// not verify (names the file, line and seq of the first bad record and
     /// why); 2 a file or the key file cannot be read.

@@ -361,3 +361,80 @@ fn rotated_generations_are_pointed_out_and_picked_up() {
     let r = verify(&[&live, &live], &["--with-rotated"]);
     assert_eq!(r.code, 2);
 }
+
+/// `lines` in schema v3: the same records with the agent's name and unit.
+fn lines_v3(n: u64, key: &ChainKey, first_seq: u64, prev0: ChainHash) -> Vec<String> {
+    let mut out = vec![varta_audit::HEADER_V3.to_string()];
+    let mut prev = prev0;
+    let agent = varta_audit::Agent::new("billing", Some("billing.service"));
+    for (i, r) in records(n).into_iter().enumerate() {
+        let r = match r {
+            Record::Boot {
+                wallclock_ms,
+                observer_ns,
+                daemon_pid,
+                ..
+            } if i > 0 || first_seq > 1 => Record::Boot {
+                wallclock_ms,
+                observer_ns,
+                daemon_pid,
+                prev_chain: Some(prev),
+                reason: BootReason::Rotation,
+            },
+            r => r,
+        };
+        let (l, c) = r.to_line_as(
+            first_seq + i as u64,
+            key,
+            &prev,
+            varta_audit::Schema::V3,
+            Some(&agent),
+        );
+        out.push(l);
+        prev = c;
+    }
+    out
+}
+
+#[test]
+fn schema_v3_files_and_a_chain_crossing_schemas_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let v3 = lines_v3(9, &ChainKey::Plain, 1, ZERO_CHAIN);
+    assert!(v3[2].contains("\tbilling\tbilling.service\t"), "{}", v3[2]);
+    let p = write(dir.path(), "a.tsv", &v3);
+    let r = verify(&[&p], &[]);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout.trim(),
+        "OK: 9 records (seq 1..9), 3 boots, 1 file, schema v3; plain SHA-256 chain"
+    );
+    // An edited name breaks the chain.
+    let mut edited = v3.clone();
+    edited[2] = edited[2].replacen("\tbilling\t", "\tbi11ing\t", 1);
+    let p = write(dir.path(), "b.tsv", &edited);
+    let r = verify(&[&p], &[]);
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("line 3 (seq 2): chain mismatch"),
+        "{}",
+        r.stdout
+    );
+
+    // A v2 generation, then a v3 file continuing its chain (the observer's
+    // schema was switched): checked as one chain, each in its own schema.
+    let old = lines(5, &ChainKey::Plain);
+    let last = varta_audit::parse_line(old.last().unwrap().trim_end().as_bytes())
+        .unwrap()
+        .chain;
+    let live = dir.path().join("c.tsv");
+    std::fs::write(rotated_path(&live, 1), old.concat()).unwrap();
+    std::fs::write(&live, lines_v3(4, &ChainKey::Plain, 6, last).concat()).unwrap();
+    let r = verify(&[&live], &["--with-rotated"]);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("9 records (seq 1..9), 3 boots, 2 files, schema v2 and v3 (1 file v3)"),
+        "{}",
+        r.stdout
+    );
+}

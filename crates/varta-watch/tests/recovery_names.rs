@@ -164,8 +164,9 @@ fn rule_command_gets_the_agent_name_and_recovery_false_suppresses() {
         !text.contains(&format!("\t{sp}\t")),
         "nothing audited for the suppressed agent"
     );
-    let sum = varta_audit::verify_files(&[audit.clone()], &varta_audit::ChainKey::Plain)
-        .unwrap_or_else(|e| panic!("v3 audit must verify: {e}"));
+    let sum =
+        varta_audit::verify_files(std::slice::from_ref(&audit), &varta_audit::ChainKey::Plain)
+            .unwrap_or_else(|e| panic!("v3 audit must verify: {e}"));
     assert_eq!(sum.v3_files, 1);
     drop(recovered);
     drop(suppressed);

@@ -59,7 +59,8 @@ impl AgentInfo {
 }
 
 /// Splits `arg` into literal text and `{word}` placeholders (`word` of
-/// ASCII letters, digits, `_` and `-`); any other brace is literal.
+/// ASCII letters, digits, `_` and `-`, not preceded by `$`); any other
+/// brace is literal.
 fn pieces(arg: &str) -> impl Iterator<Item = Result<&str, &str>> {
     let mut rest = arg;
     std::iter::from_fn(move || {
@@ -71,7 +72,10 @@ fn pieces(arg: &str) -> impl Iterator<Item = Result<&str, &str>> {
             let word_len = rest[i + 1..]
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
                 .unwrap_or(rest.len() - i - 1);
-            if word_len > 0 && rest[i + 1 + word_len..].starts_with('}') {
+            // `${word}` is shell syntax, not a placeholder: plain bytes, as
+            // it always was (there is no shell to expand it either).
+            let shell = i > 0 && rest.as_bytes()[i - 1] == b'$';
+            if !shell && word_len > 0 && rest[i + 1 + word_len..].starts_with('}') {
                 if i > 0 {
                     let lit = &rest[..i];
                     rest = &rest[i..];
@@ -324,7 +328,10 @@ mod tests {
             e.contains("{pid}, {name}, {unit}, {container}, {comm}, {exe}"),
             "{e}"
         );
-        assert!(check_placeholders("/bin/x ${HOME}").is_err());
+        // Shell syntax stays plain bytes, as before placeholders had names.
+        assert!(check_placeholders("/bin/x ${HOME} ;touch${IFS}x").is_ok());
+        assert_eq!(render("${IFS}{pid}${x}", &AgentInfo::pid(3)), "${IFS}3${x}");
+        assert!(check_placeholders("/bin/x ${HOME}{nope}").is_err());
     }
 
     #[test]

@@ -75,7 +75,11 @@ enum Cmd {
     /// (concurrent scrapers + slowloris) at 10 k per-pid series, ours and
     /// the original; sequential scrape latency.
     Scrape(ScrapeArgs),
-    /// Every scenario above, in that order.
+    /// New agents: /proc identity read cost and the loop's share of an
+    /// admission; accepted beats of a steady UDP set with and without
+    /// 100 k new pids/s, and stall overshoot during the churn.
+    Churn(ChurnArgs),
+    /// Every scenario above but churn, in that order.
     All(Box<AllArgs>),
     /// (internal) one agent process used as load generator.
     #[command(hide = true)]
@@ -156,6 +160,38 @@ pub struct ScaleArgs {
     /// Tracker sizes (agents) [default: 10000,100000,1000000; --quick 10000,1000000].
     #[arg(long, value_delimiter = ',')]
     pub sizes: Option<Vec<u32>>,
+    /// Policy-class counts measured at the largest size (agents round-robin
+    /// over classes with thresholds 1 s, 2 s, …) [default: 1,16].
+    #[arg(long, value_delimiter = ',')]
+    pub thresholds: Option<Vec<u32>>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ChurnArgs {
+    /// Steady UDP pids beating for the whole run [default: 10000; --quick 2000].
+    #[arg(long)]
+    pub churn_steady: Option<u32>,
+    /// Beats per second of each steady pid.
+    #[arg(long, default_value_t = 10.0)]
+    pub churn_hz: f64,
+    /// New pids per second in the churn phase (each beats once).
+    #[arg(long, default_value_t = 100_000.0)]
+    pub churn_rate: f64,
+    /// Stall threshold of the observer, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub churn_threshold_ms: u64,
+    /// Steady pids that fall silent during each window (stall overshoot).
+    #[arg(long, default_value_t = 20)]
+    pub churn_silent: usize,
+    /// Measurement window, seconds [default: 5; --quick 3].
+    #[arg(long)]
+    pub churn_secs: Option<f64>,
+    /// --tracker-capacity [default: steady + 2.5 × rate × threshold + 4096].
+    #[arg(long)]
+    pub churn_capacity: Option<u32>,
+    /// Seed of the silence-time PRNG (repetition r uses seed + r).
+    #[arg(long, default_value_t = 0x5eed)]
+    pub churn_seed: u64,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -321,6 +357,9 @@ struct ScrapeFloodCli {
 struct ScaleWorkerCli {
     #[arg(long)]
     agents: u32,
+    /// Measure policy classes (this many) instead of sizes.
+    #[arg(long)]
+    classes: Option<u32>,
 }
 
 /// Settings every scenario gets.
@@ -366,7 +405,11 @@ fn main() -> ExitCode {
             };
         }
         Cmd::ScaleWorker(w) => {
-            return match scenarios::scale::worker(w.agents) {
+            let r = match w.classes {
+                Some(k) => scenarios::scale::class_worker(w.agents, k),
+                None => scenarios::scale::worker(w.agents),
+            };
+            return match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("varta-bench scale-worker: {e}");
@@ -426,6 +469,7 @@ fn main() -> ExitCode {
         Cmd::Beat(a) => vec![Scenario::Beat(a.clone())],
         Cmd::Recovery(a) => vec![Scenario::Recovery(a.clone())],
         Cmd::Scrape(a) => vec![Scenario::Scrape(a.clone())],
+        Cmd::Churn(a) => vec![Scenario::Churn(a.clone())],
         Cmd::All(a) => vec![
             Scenario::Ingest(a.ingest.clone()),
             Scenario::IngestUdp(a.ingest_udp.clone()),
@@ -510,6 +554,7 @@ enum Scenario {
     Beat(BeatArgs),
     Recovery(RecoveryArgs),
     Scrape(ScrapeArgs),
+    Churn(ChurnArgs),
 }
 
 impl Scenario {
@@ -523,6 +568,7 @@ impl Scenario {
             Scenario::Beat(_) => "beat",
             Scenario::Recovery(_) => "recovery",
             Scenario::Scrape(_) => "scrape",
+            Scenario::Churn(_) => "churn",
         }
     }
 }
@@ -548,5 +594,6 @@ fn run_scenario(
         Scenario::Beat(a) => scenarios::beat::run(a, common),
         Scenario::Recovery(a) => scenarios::recovery::run(a, common, &binaries(bins)?),
         Scenario::Scrape(a) => scenarios::scrape::run(a, common, &binaries(bins)?),
+        Scenario::Churn(a) => scenarios::churn::run(a, common, &binaries(bins)?),
     }
 }

@@ -1,6 +1,7 @@
 //! One module per scenario; each returns its results and goals.
 
 pub mod beat;
+pub mod churn;
 pub mod detect;
 pub mod idle;
 pub mod ingest;

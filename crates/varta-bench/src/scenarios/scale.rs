@@ -3,6 +3,14 @@
 //! 1 Hz of simulated time in 32-frame `Tracker::on_batch` calls: the code
 //! path a datagram takes after the daemon's `recvmmsg`. Each size runs in a fresh process (`scale-worker`) so the RSS it
 //! adds is not blurred by what earlier sizes left in the allocator.
+//!
+//! Policy classes (`--thresholds`): at the largest size, agents spread
+//! round-robin over K classes of distinct thresholds (1 s … K s); ns per
+//! beat as above, then every agent left silent and the stalls drained
+//! event-driven (`next_deadline()`, then `expire(at)` at exactly that time,
+//! as the daemon's loop does with a perfect clock): each stall's time is
+//! checked against last beat + its class threshold (overshoot must be 0),
+//! and the wall-clock cost of those calls is what the classes cost.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -12,9 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use varta_vlp::{Frame, Status};
 use varta_watch::config::EvictionPolicy;
-use varta_watch::events::{EventBus, Origin};
+use varta_watch::events::{Event, EventBus, Origin, Sink};
 use varta_watch::export::counters::{Counters, CountingSink};
-use varta_watch::tracker::{Incoming, NoProbe, Tracker, TrackerSettings, Verdict};
+use varta_watch::tracker::{
+    ClassTimeouts, Incoming, NoProbe, Tracker, TrackerSettings, Verdict, MAX_CLASSES,
+};
 
 use super::Table;
 use crate::procs::Res;
@@ -195,6 +205,10 @@ pub fn run(a: &ScaleArgs, c: &Common) -> Res<Outcome> {
     if sizes.is_empty() || sizes.iter().any(|&n| n == 0 || n > 4_194_304) {
         return Err("scale --sizes must be between 1 and 4194304 agents".into());
     }
+    let ks = a.thresholds.clone().unwrap_or_else(|| vec![1, 16]);
+    if ks.iter().any(|&k| k == 0 || k as usize > MAX_CLASSES) {
+        return Err(format!("scale --thresholds must be between 1 and {MAX_CLASSES}").into());
+    }
     println!(
         "## scale: our tracker in-process, synthetic beats at 1 Hz (simulated), {} reps",
         c.reps
@@ -304,12 +318,284 @@ pub fn run(a: &ScaleArgs, c: &Common) -> Res<Outcome> {
             "x",
         ));
     }
+    let (classes, class_goals) = classes_table(large, &ks, c.reps)?;
+    goals.extend(class_goals);
     Ok(Outcome {
         scenario: "scale",
         results: json!({
             "sizes": rows,
             "ns_per_beat_ratio_large_over_small": { "pid_order": r_pid, "random_order": r_random },
+            "classes": classes,
         }),
         goals,
     })
+}
+
+// ---------------------------------------------------------------------------
+// Policy classes: the same 1 Hz beating with agents spread round-robin over
+// K classes of distinct thresholds, then an event-driven stall drain.
+
+/// Threshold of class `c`: 1 s, 2 s, … (class 0 is the global policy).
+fn class_threshold_ns(c: usize) -> u64 {
+    (c as u64 + 1) * 1_000_000_000
+}
+
+/// What one class worker measured.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+pub struct ClassSample {
+    agents: u32,
+    classes: u32,
+    ns_per_beat: f64,
+    ns_per_beat_random: f64,
+    /// `next_deadline()` with every agent live, ns per call.
+    next_deadline_ns: f64,
+    /// `expire(now)` with nothing due, ns per call.
+    expire_idle_ns: f64,
+    /// Event-driven drain: `next_deadline()` then `expire(at)` calls until
+    /// no agent is live.
+    drain_calls: u64,
+    drain_ns_per_call: f64,
+    /// Wall clock of the whole drain (both calls) per stall raised.
+    drain_ns_per_stall: f64,
+    stalls: u64,
+    /// Stall time − (last beat + the agent's class threshold), simulated ns.
+    overshoot_min_ns: i64,
+    overshoot_max_ns: i64,
+    /// Stalls whose overshoot was not exactly 0.
+    overshoot_nonzero: u64,
+}
+
+/// Checks every stall against the harness's own record of last beats.
+struct OvershootSink {
+    /// Last beat time by pid − 2 (the harness's record, not the tracker's).
+    last_beat: std::rc::Rc<Vec<u64>>,
+    classes: usize,
+    out: std::rc::Rc<std::cell::Cell<(i64, i64, u64, u64)>>,
+}
+
+impl Sink for OvershootSink {
+    fn on_event(&mut self, at_ns: u64, event: &Event) {
+        if let Event::Stall {
+            pid, last_beat_ns, ..
+        } = *event
+        {
+            let i = (pid - 2) as usize;
+            let ours = self.last_beat[i];
+            let due = ours + class_threshold_ns(i % self.classes);
+            let over = at_ns as i64 - due as i64;
+            let (mut lo, mut hi, mut bad, mut n) = self.out.get();
+            lo = lo.min(over);
+            hi = hi.max(over);
+            if over != 0 || last_beat_ns != ours {
+                bad += 1;
+            }
+            n += 1;
+            self.out.set((lo, hi, bad, n));
+        }
+    }
+}
+
+/// The hidden `scale-worker --classes K`: prints one JSON [`ClassSample`].
+pub fn class_worker(n: u32, k: u32) -> Res<()> {
+    if n == 0 || k == 0 || k as usize > MAX_CLASSES {
+        return Err(format!("--agents >= 1 and --classes in 1..={MAX_CLASSES}").into());
+    }
+    let classes = k as usize;
+    let mut t = Tracker::new(TrackerSettings {
+        capacity: n,
+        threshold_ns: class_threshold_ns(0),
+        eviction: EvictionPolicy::Strict,
+        max_beat_rate: 100,
+        global_beat_rate: 0,
+        global_beat_burst: 0,
+        own_pidns: 0,
+        allow_cross_namespace: false,
+    });
+    let table: Vec<ClassTimeouts> = (0..classes)
+        .map(|c| ClassTimeouts {
+            threshold_ns: class_threshold_ns(c),
+            grace_ns: 0,
+        })
+        .collect();
+    t.set_classes(&table);
+    let counters = Arc::new(Counters::default());
+    let mut bus = EventBus::new();
+    bus.add(Box::new(CountingSink::new(counters.clone())));
+    let mut now = 1_000_000_000u64;
+    let mut nonce = 1u64;
+    let pids: Vec<u32> = (2..n + 2).collect();
+    beat_all(&mut t, &mut bus, now, &pids, nonce);
+    for &pid in &pids {
+        if !t.assign_class(pid, ((pid - 2) as usize % classes) as u8) {
+            return Err(format!("assign_class({pid}) refused").into());
+        }
+    }
+    let ns_per_beat = time_rounds(&mut t, &mut bus, &mut now, &mut nonce, &pids);
+    let order = shuffled(&pids);
+    let ns_per_beat_random = time_rounds(&mut t, &mut bus, &mut now, &mut nonce, &order);
+    // The last round's receive times, as beat_all stamped them.
+    let mut last = vec![0u64; n as usize];
+    for (j, &pid) in order.iter().enumerate() {
+        last[(pid - 2) as usize] = now + (j / BATCH) as u64;
+    }
+    let iters = 10_000u32;
+    let start = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(t.next_deadline());
+    }
+    let next_deadline_ns = start.elapsed().as_nanos() as f64 / f64::from(iters);
+    let start = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(t.expire(std::hint::black_box(now), &mut bus));
+    }
+    let expire_idle_ns = start.elapsed().as_nanos() as f64 / f64::from(iters);
+    let out = std::rc::Rc::new(std::cell::Cell::new((i64::MAX, i64::MIN, 0u64, 0u64)));
+    bus.add(Box::new(OvershootSink {
+        last_beat: std::rc::Rc::new(last),
+        classes,
+        out: out.clone(),
+    }));
+    // The daemon's loop, with a perfect clock: sleep until the next
+    // deadline, expire at exactly that time.
+    let mut calls = 0u64;
+    let mut stalls = 0u64;
+    let start = Instant::now();
+    while let Some(at) = t.next_deadline() {
+        stalls += u64::from(t.expire(at, &mut bus));
+        calls += 1;
+    }
+    let drain_ns = start.elapsed().as_nanos() as f64;
+    let (lo, hi, bad, seen) = out.get();
+    if stalls != u64::from(n) || seen != stalls {
+        return Err(format!("drain raised {stalls} stalls ({seen} seen), expected {n}").into());
+    }
+    let sample = ClassSample {
+        agents: n,
+        classes: k,
+        ns_per_beat,
+        ns_per_beat_random,
+        next_deadline_ns,
+        expire_idle_ns,
+        drain_calls: calls,
+        drain_ns_per_call: drain_ns / calls as f64,
+        drain_ns_per_stall: drain_ns / stalls as f64,
+        stalls,
+        overshoot_min_ns: lo,
+        overshoot_max_ns: hi,
+        overshoot_nonzero: bad,
+    };
+    println!("{}", serde_json::to_string(&sample)?);
+    Ok(())
+}
+
+fn run_class_worker(n: u32, k: u32) -> Res<ClassSample> {
+    let out = Command::new(std::env::current_exe()?)
+        .args([
+            "scale-worker",
+            "--agents",
+            &n.to_string(),
+            "--classes",
+            &k.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "class worker ({n} agents, {k} classes) failed ({})",
+            out.status
+        )
+        .into());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_json::from_str(text.trim())?)
+}
+
+/// The policy-class table: K classes at `n` agents, `reps` fresh workers each.
+fn classes_table(n: u32, ks: &[u32], reps: u32) -> Res<(serde_json::Value, Vec<Goal>)> {
+    println!(
+        "\n### scale: policy classes at {} agents (round-robin, thresholds 1 s, 2 s, … K s), event-driven stall drain",
+        num(f64::from(n), 0)
+    );
+    let mut samples: Vec<Vec<ClassSample>> = vec![Vec::new(); ks.len()];
+    for rep in 0..reps {
+        for (i, &k) in ks.iter().enumerate() {
+            let s = run_class_worker(n, k)?;
+            eprintln!(
+                "  rep {}: {k} classes {:.1} ns/beat, {:.1} random, drain {:.1} ns/stall, overshoot {}..{} ns",
+                rep + 1,
+                s.ns_per_beat,
+                s.ns_per_beat_random,
+                s.drain_ns_per_stall,
+                s.overshoot_min_ns,
+                s.overshoot_max_ns
+            );
+            samples[i].push(s);
+        }
+    }
+    let col = |v: &[ClassSample], f: fn(&ClassSample) -> f64| {
+        Summary::of(&v.iter().map(f).collect::<Vec<_>>())
+    };
+    let mut tab = Table::new(&[
+        "classes",
+        "ns/beat, pid order",
+        "ns/beat, random order",
+        "next_deadline() ns",
+        "expire, none due (ns)",
+        "drain calls",
+        "ns per drain call",
+        "drain ns per stall",
+        "overshoot ns (min..max, ≠0)",
+    ]);
+    let mut rows = Vec::new();
+    for (i, &k) in ks.iter().enumerate() {
+        let v = &samples[i];
+        let beat = col(v, |s| s.ns_per_beat);
+        let random = col(v, |s| s.ns_per_beat_random);
+        let nd = col(v, |s| s.next_deadline_ns);
+        let idle = col(v, |s| s.expire_idle_ns);
+        let calls = col(v, |s| s.drain_calls as f64);
+        let per_call = col(v, |s| s.drain_ns_per_call);
+        let per_stall = col(v, |s| s.drain_ns_per_stall);
+        let lo = v.iter().map(|s| s.overshoot_min_ns).min().unwrap_or(0);
+        let hi = v.iter().map(|s| s.overshoot_max_ns).max().unwrap_or(0);
+        let bad: u64 = v.iter().map(|s| s.overshoot_nonzero).sum();
+        tab.row(vec![
+            k.to_string(),
+            beat.cell(1),
+            random.cell(1),
+            nd.cell(1),
+            idle.cell(1),
+            calls.cell(0),
+            per_call.cell(1),
+            per_stall.cell(1),
+            format!("{lo}..{hi}, {bad}"),
+        ]);
+        rows.push(json!({
+            "classes": k, "agents": n, "ns_per_beat_pid_order": beat, "ns_per_beat_random_order": random,
+            "next_deadline_ns": nd, "expire_none_due_ns": idle, "drain_calls": calls,
+            "drain_ns_per_call": per_call, "drain_ns_per_stall": per_stall,
+            "overshoot_min_ns": lo, "overshoot_max_ns": hi, "overshoot_nonzero": bad, "per_rep": v,
+        }));
+    }
+    println!();
+    tab.print();
+    println!(
+        "\n(median (min–max) of {reps} reps, each in a fresh process; overshoot pooled over all reps and stalls)"
+    );
+    let mut goals = Vec::new();
+    let worst = samples
+        .iter()
+        .flatten()
+        .map(|s| s.overshoot_max_ns.max(-s.overshoot_min_ns))
+        .max()
+        .unwrap_or(0);
+    goals.push(Goal::new(
+        "scale classes: simulated stall overshoot (any class count)",
+        worst as f64,
+        Cmp::AtMost,
+        0.0,
+        " ns",
+    ));
+    Ok((json!(rows), goals))
 }

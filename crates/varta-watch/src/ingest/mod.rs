@@ -2,6 +2,7 @@
 //! the UDP listener for network agents ([`udp`]), which feeds the same
 //! tracker with a network [`crate::events::Origin`].
 
+mod batch;
 pub mod procfs;
 pub mod udp;
 pub mod uds;

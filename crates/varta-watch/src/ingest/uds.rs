@@ -1,18 +1,16 @@
 //! The Unix datagram listener: safe bind, kernel attestation of every
 //! datagram (`SCM_CREDENTIALS`), and batch draining into the tracker.
 
-use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    recvmmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders,
-};
+use nix::sys::socket::{setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders};
 use varta_vlp::{Frame, FRAME_LEN};
 
+use super::batch::{recv_batch, BATCH};
 use super::procfs::ProcFs;
 use crate::events::{Event, EventBus, Origin, RejectReason};
 use crate::tracker::{Incoming, ProcessProbe, Tracker, Verdict};
@@ -88,9 +86,6 @@ pub struct UdsListener {
     granted_rcvbuf: usize,
     policy: UdsPolicy,
 }
-
-/// Datagrams per `recvmmsg` call.
-const BATCH: usize = 32;
 
 /// Placeholder for unused batch entries.
 const EMPTY_INCOMING: Incoming = Incoming {
@@ -277,34 +272,16 @@ impl UdsListener {
         let fd = self.sock.as_raw_fd();
         while out.datagrams < budget {
             let mut meta = [Meta::default(); BATCH];
-            let received = {
-                let mut iovs = self.bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
-                // MSG_TRUNC makes the kernel report the real length of an
-                // over-long datagram, so the drop is counted with its size.
-                match recvmmsg(
-                    fd,
-                    &mut self.headers,
-                    iovs.iter_mut(),
-                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-                    None,
-                ) {
-                    Ok(results) => {
-                        let mut n = 0;
-                        for (m, msg) in meta.iter_mut().zip(results) {
-                            *m = Meta::of(&msg);
-                            n += 1;
-                        }
-                        n
-                    }
+            let received =
+                match recv_batch(fd, &mut self.headers, &mut self.bufs, &mut meta, Meta::of) {
+                    Ok(n) => n,
                     Err(Errno::EAGAIN) => return out,
-                    Err(Errno::EINTR) => continue,
                     Err(e) => {
                         // Report and yield: a persistent error must not spin.
                         bus.emit(now_ns, Event::Io { errno: e as i32 });
                         return out;
                     }
-                }
-            };
+                };
             out.datagrams += received as u32;
             let mut batch = [EMPTY_INCOMING; BATCH];
             let mut n = 0;

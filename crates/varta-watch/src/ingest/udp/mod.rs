@@ -14,26 +14,23 @@
 pub mod keys;
 pub mod replay;
 
-use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{MultiHeaders, SockaddrStorage};
 use varta_vlp::{Frame, FRAME_LEN};
 use varta_vlp::{MASTER_LEN, SHARED_LEN};
 
 pub use keys::{KeySet, MasterOpen};
 pub use replay::{Check, ReplayTable, Sealed};
 
+use super::batch::{recv_batch, BATCH};
 use crate::config::{UdpConfig, UdpSecurity};
 use crate::events::{Event, EventBus, Origin, RejectReason};
 use crate::export::counters::Counters;
 use crate::tracker::{Incoming, NoProbe, Tracker, Verdict};
-
-/// Datagrams per `recvmmsg` call.
-const BATCH: usize = 32;
 
 /// Why the UDP listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -211,33 +208,18 @@ impl UdpListener {
         let fd = self.sock.as_raw_fd();
         while out.datagrams < budget {
             let mut meta = [(0usize, None::<SocketAddr>); BATCH];
-            let received = {
-                let mut iovs = self.bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
-                // MSG_TRUNC: the kernel reports an over-long datagram's real
-                // length, so it is counted as truncated with its size.
-                match recvmmsg(
-                    fd,
-                    &mut self.headers,
-                    iovs.iter_mut(),
-                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-                    None,
-                ) {
-                    Ok(results) => {
-                        let mut n = 0;
-                        for (m, msg) in meta.iter_mut().zip(results) {
-                            *m = (msg.bytes, msg.address.and_then(|a| to_std(&a)));
-                            n += 1;
-                        }
-                        n
-                    }
+            let received =
+                match recv_batch(fd, &mut self.headers, &mut self.bufs, &mut meta, |msg| {
+                    (msg.bytes, msg.address.and_then(|a| to_std(&a)))
+                }) {
+                    Ok(n) => n,
                     Err(Errno::EAGAIN) => return out,
-                    Err(Errno::EINTR) => continue,
                     Err(e) => {
+                        // Report and yield: a persistent error must not spin.
                         bus.emit(now_ns, Event::Io { errno: e as i32 });
                         return out;
                     }
-                }
-            };
+                };
             out.datagrams += received as u32;
             let mut batch = [EMPTY_INCOMING; BATCH];
             let mut n = 0;

@@ -10,6 +10,7 @@ mod cli;
 mod error;
 mod file;
 mod load;
+mod matcher;
 mod metrics;
 mod recovery;
 pub mod rules;

@@ -22,9 +22,14 @@ pub struct ClassTimeouts {
 pub struct LiveSet {
     /// Index `class * 2 + in_grace`.
     lists: Vec<List>,
+    /// Bit `l` set while list `l` is not empty: the per-call scans
+    /// (`next_deadline`, `due`, `oldest`) visit only lists with members.
+    nonempty: u64,
     classes: Vec<ClassTimeouts>,
     len: u32,
 }
+
+const _: () = assert!(MAX_CLASSES * 2 <= 64, "nonempty is a u64 bitmask");
 
 #[inline]
 fn list_of(s: &Slot) -> usize {
@@ -36,6 +41,7 @@ impl LiveSet {
     pub fn new(threshold_ns: u64) -> LiveSet {
         LiveSet {
             lists: vec![List::default(); MAX_CLASSES * 2],
+            nonempty: 0,
             classes: vec![ClassTimeouts {
                 threshold_ns,
                 grace_ns: 0,
@@ -91,6 +97,7 @@ impl LiveSet {
     pub fn push_back(&mut self, slots: &mut [Slot], idx: u32) {
         let l = list_of(&slots[idx as usize]);
         self.lists[l].push_back(slots, idx);
+        self.nonempty |= 1 << l;
         self.len += 1;
     }
 
@@ -99,6 +106,9 @@ impl LiveSet {
     pub fn remove(&mut self, slots: &mut [Slot], idx: u32) {
         let l = list_of(&slots[idx as usize]);
         self.lists[l].remove(slots, idx);
+        if self.lists[l].len() == 0 {
+            self.nonempty &= !(1 << l);
+        }
         self.len -= 1;
     }
 
@@ -113,30 +123,40 @@ impl LiveSet {
             after = slots[after as usize].prev;
         }
         self.lists[l].insert_after(slots, after, idx);
+        self.nonempty |= 1 << l;
         self.len += 1;
     }
 
     /// The earliest deadline of any live agent.
     pub fn next_deadline(&self, slots: &[Slot]) -> Option<u64> {
-        self.lists
-            .iter()
-            .enumerate()
-            .filter_map(|(l, list)| {
-                let h = list.head()?;
-                Some(
-                    slots[h as usize]
-                        .last_beat_ns
-                        .saturating_add(self.timeout(l)),
-                )
+        self.heads()
+            .map(|(l, h)| {
+                slots[h as usize]
+                    .last_beat_ns
+                    .saturating_add(self.timeout(l))
             })
             .min()
+    }
+
+    /// (list, head) of every non-empty list, from the bitmask: idle ticks
+    /// cost one step per populated list, not one per possible list.
+    fn heads(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        let mut bits = self.nonempty;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let l = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            Some((l, self.lists[l].head().unwrap_or(NIL)))
+        })
+        .filter(|&(_, h)| h != NIL)
     }
 
     /// A live agent whose deadline is at or before `now_ns`, if any (the
     /// head of some list); the caller moves it off the live set.
     pub fn due(&self, slots: &[Slot], now_ns: u64) -> Option<u32> {
-        self.lists.iter().enumerate().find_map(|(l, list)| {
-            let h = list.head()?;
+        self.heads().find_map(|(l, h)| {
             let silent = now_ns.saturating_sub(slots[h as usize].last_beat_ns);
             (silent >= self.timeout(l)).then_some(h)
         })
@@ -144,9 +164,8 @@ impl LiveSet {
 
     /// The live agent that beat least recently (balanced eviction).
     pub fn oldest(&self, slots: &[Slot]) -> Option<u32> {
-        self.lists
-            .iter()
-            .filter_map(|list| list.head())
+        self.heads()
+            .map(|(_, h)| h)
             .min_by_key(|&h| slots[h as usize].last_beat_ns)
     }
 
@@ -182,6 +201,7 @@ impl LiveSet {
         for l in &mut self.lists {
             *l = List::default();
         }
+        self.nonempty = 0;
         self.len = 0;
         for idx in order {
             slots[idx as usize].prev = NIL;
@@ -195,6 +215,11 @@ impl LiveSet {
     pub fn check(&self, slots: &[Slot]) -> u32 {
         let mut n = 0;
         for (l, list) in self.lists.iter().enumerate() {
+            assert_eq!(
+                self.nonempty & (1 << l) != 0,
+                list.len() > 0,
+                "nonempty bit of list {l}"
+            );
             let mut last = 0;
             for idx in list.iter(slots) {
                 let s = &slots[idx as usize];

@@ -29,7 +29,7 @@ pub(super) fn report(
     cases: &[Case],
     rxs: &[Rx],
     results: &Results,
-    micro: &AeadMicro,
+    micro: &[AeadMicro],
     cfg: &Cfg,
     reps: u32,
 ) -> Res<Outcome> {
@@ -134,12 +134,18 @@ pub(super) fn report(
     }
     println!("\nAEAD cost, shared key; the senders' key is the last of the observer's keys:\n");
     k.print();
+    let m = |f: fn(&AeadMicro) -> f64| Summary::of(&micro.iter().map(f).collect::<Vec<_>>());
+    let (ok, wrong, master) = (
+        m(|x| x.open_shared_ok_ns),
+        m(|x| x.open_shared_wrong_key_ns),
+        m(|x| x.open_master_ns),
+    );
     println!(
-        "\nIn-process, per call: open_shared {} ns with the right key, {} ns with a wrong one \
-         (tag fails); open_master (HKDF-SHA256 + open) {} ns.",
-        num(micro.open_shared_ok_ns, 0),
-        num(micro.open_shared_wrong_key_ns, 0),
-        num(micro.open_master_ns, 0)
+        "\nIn-process, ns per call (once per rep): open_shared {} with the right key, {} with a \
+         wrong one (tag fails); open_master (HKDF-SHA256 + open) {}.",
+        ok.cell(0),
+        wrong.cell(0),
+        master.cell(0)
     );
     let mut slopes = serde_json::Map::new();
     if let (Some(&lo), Some(&hi)) = (shared.first(), shared.last()) {
@@ -244,7 +250,12 @@ pub(super) fn report(
             "senders_alone_per_sec": cfg.send_rate,
             "settle_secs": cfg.settle.as_secs_f64(),
             "window_secs": cfg.window.as_secs_f64(),
-            "aead_micro": micro,
+            "aead_micro_ns": {
+                "open_shared_ok": ok,
+                "open_shared_wrong_key": wrong,
+                "open_master": master,
+                "per_rep": micro,
+            },
             "ratios": ratios,
             "cpu_ns_per_read_per_extra_key": slopes,
             "runs": runs_json,

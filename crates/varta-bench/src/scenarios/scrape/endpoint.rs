@@ -224,6 +224,98 @@ pub(super) fn gauge(body: &[u8], name: &str) -> Option<f64> {
     })
 }
 
+/// `varta_observer_iteration_seconds` of ours: cumulative bucket counts
+/// (upper bound in seconds, count), sum and count.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct LoopHist {
+    pub buckets: Vec<(f64, f64)>,
+    pub sum: f64,
+    pub count: f64,
+}
+
+impl LoopHist {
+    const NAME: &'static str = "varta_observer_iteration_seconds";
+
+    /// The histogram in a text-format body (None if absent).
+    pub(super) fn parse(body: &[u8]) -> Option<LoopHist> {
+        let text = std::str::from_utf8(body).ok()?;
+        let mut h = LoopHist::default();
+        let mut seen = false;
+        for l in text.lines() {
+            let Some(rest) = l.strip_prefix(Self::NAME) else {
+                continue;
+            };
+            let (series, value) = rest.rsplit_once(' ')?;
+            let Ok(v) = value.parse::<f64>() else {
+                continue;
+            };
+            if let Some(le) = series
+                .strip_prefix("_bucket{le=\"")
+                .and_then(|r| r.strip_suffix("\"}"))
+            {
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                h.buckets.push((le, v));
+                seen = true;
+            } else if series == "_sum" {
+                h.sum = v;
+            } else if series == "_count" {
+                h.count = v;
+            }
+        }
+        seen.then_some(h)
+    }
+
+    /// Iterations longer than `secs` (the next bucket bound at or above it).
+    fn over(&self, secs: f64) -> f64 {
+        let below = self
+            .buckets
+            .iter()
+            .find(|(le, _)| *le >= secs)
+            .map_or(self.count, |(_, c)| *c);
+        self.count - below
+    }
+}
+
+/// What ours' loop did between two readings of its iteration histogram.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(super) struct LoopDelta {
+    pub iterations: f64,
+    /// Iteration wall time, summed (seconds).
+    pub busy_secs: f64,
+    pub over_10ms: f64,
+    pub over_50ms: f64,
+}
+
+impl LoopDelta {
+    pub(super) fn between(a: &LoopHist, b: &LoopHist) -> LoopDelta {
+        LoopDelta {
+            iterations: b.count - a.count,
+            busy_secs: b.sum - a.sum,
+            over_10ms: b.over(0.01) - a.over(0.01),
+            over_50ms: b.over(0.05) - a.over(0.05),
+        }
+    }
+}
+
+/// One scrape of ours within `limit`: its loop iteration histogram.
+pub(super) fn loop_hist(addr: SocketAddr, request: &[u8], limit: Duration) -> Option<LoopHist> {
+    let until = Instant::now() + limit;
+    let mut buf = Vec::new();
+    loop {
+        if let Ok((_, body)) = scrape(addr, request, &mut buf) {
+            return LoopHist::parse(&buf[body]);
+        }
+        if Instant::now() > until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Our tracker as one scrape of ours shows it.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub(super) struct TrackerGauges {
@@ -343,6 +435,21 @@ mod tests {
         assert_eq!(per_pid_series(body), 2);
         assert_eq!(gauge(body, "varta_watch_pids_tracked"), Some(2.0));
         assert_eq!(gauge(body, "varta_nope"), None);
+    }
+
+    #[test]
+    fn reads_the_loop_histogram() {
+        let body = b"varta_observer_iteration_seconds_sum 0.5\n\
+                     varta_observer_iteration_seconds_count 10\n\
+                     varta_observer_iteration_seconds_bucket{le=\"0.005\"} 7\n\
+                     varta_observer_iteration_seconds_bucket{le=\"0.01\"} 8\n\
+                     varta_observer_iteration_seconds_bucket{le=\"0.05\"} 9\n\
+                     varta_observer_iteration_seconds_bucket{le=\"+Inf\"} 10\n";
+        let h = LoopHist::parse(body).unwrap();
+        assert_eq!((h.count, h.sum, h.buckets.len()), (10.0, 0.5, 4));
+        let d = LoopDelta::between(&LoopHist::default(), &h);
+        assert_eq!((d.iterations, d.over_10ms, d.over_50ms), (10.0, 2.0, 1.0));
+        assert!(LoopHist::parse(b"varta_other 1\n").is_none());
     }
 
     #[test]

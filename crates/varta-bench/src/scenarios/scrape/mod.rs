@@ -79,8 +79,8 @@ use crate::procs::{
 use crate::stats::num;
 use crate::{Common, Outcome, ScrapeArgs};
 use endpoint::{
-    request_bytes, sequential, serves_metrics, tracker_gauges, wait_tracked, TrackerGauges,
-    SEQ_PERIOD,
+    loop_hist, request_bytes, sequential, serves_metrics, tracker_gauges, wait_tracked, LoopDelta,
+    TrackerGauges, SEQ_PERIOD,
 };
 use flood::{Flood, FloodCfg, FloodStats};
 use load::{cpu_secs, udp_drops, LoadStats, Target, UdpLoad};
@@ -194,6 +194,11 @@ struct PhaseRun {
     ours_tracker: Option<TrackerGauges>,
     /// UDP datagrams the kernel dropped at ours' full receive queue.
     ours_udp_dropped: Option<u64>,
+    /// Ours' detection loop over the phase (its iteration histogram read
+    /// before and after).
+    ours_loop: Option<LoopDelta>,
+    /// Length of the phase (stalling agents started → flood stopped), s.
+    secs: f64,
 }
 
 /// Agent counts of a run.
@@ -434,6 +439,7 @@ pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
             let seed = a.scrape_seed.wrapping_add((3 * rep + p) as u64);
             let begin_ns = monotonic_ns();
             let drops0 = udp_port.and_then(udp_drops);
+            let loop0 = loop_hist(addrs[0], &request, Duration::from_secs(2));
             // Which observer each stalling agent beats first alternates by rep.
             let order = rotated(&[0usize, 1], rep);
             let socks = [rig.ours.socket.as_path(), rig.orig.socket.as_path()];
@@ -472,6 +478,7 @@ pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
             };
             let end_ns = monotonic_ns();
             let drops1 = udp_port.and_then(udp_drops);
+            let loop1 = loop_hist(addrs[0], &request, Duration::from_secs(2));
             // Silent agents are done with (their stalls are in): kill and
             // reap them, which closes their report pipes.
             for k in &mut stallers {
@@ -498,6 +505,8 @@ pub fn run(a: &ScrapeArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
                 flood,
                 ours_tracker,
                 ours_udp_dropped: drops0.zip(drops1).map(|(x, y)| y.saturating_sub(x)),
+                ours_loop: loop0.zip(loop1).map(|(x, y)| LoopDelta::between(&x, &y)),
+                secs: end_ns.saturating_sub(begin_ns) as f64 / 1e9,
             });
             // Spurious stalls of load agents are attributed to a phase by
             // when they were seen.

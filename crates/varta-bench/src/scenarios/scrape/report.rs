@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::endpoint::{SeqRun, TrackerGauges, FAIL_LEGEND, SEQ_PERIOD};
+use super::endpoint::{LoopDelta, SeqRun, TrackerGauges, FAIL_LEGEND, SEQ_PERIOD};
 use super::flood::FloodStats;
 use super::{
     Condition, Detection, Phase, PhaseRun, Setup, CONDITIONS, OBS, ORIGINAL_MAX_TRACKED,
@@ -318,7 +318,10 @@ pub(super) fn report(
 /// The tables of the load itself: our tracker while the phases ran, the
 /// UDP load process, and the original's UDP probes.
 fn load_tables(a: &ScrapeArgs, setup: &Setup, phases: &[PhaseRun]) -> serde_json::Value {
-    println!("\n### our tracker mid-phase (one scrape of ours per phase, while the flood ran)\n");
+    println!(
+        "\n### our tracker mid-phase (one scrape of ours per phase, while the flood ran) and \
+         our detection loop\n"
+    );
     let mut t = Table::new(&[
         "phase",
         "phases scraped",
@@ -326,6 +329,8 @@ fn load_tables(a: &ScrapeArgs, setup: &Setup, phases: &[PhaseRun]) -> serde_json
         "alive min–max",
         "stalled min–max",
         "UDP datagrams dropped by the kernel",
+        "loop iterations (> 10 ms, > 50 ms)",
+        "loop busy",
     ]);
     let range = |v: &[f64]| {
         let s = Summary::of(v);
@@ -345,6 +350,17 @@ fn load_tables(a: &ScrapeArgs, setup: &Setup, phases: &[PhaseRun]) -> serde_json
             col(&|g| g.stalled),
         );
         let drops: Option<u64> = runs.iter().map(|p| p.ours_udp_dropped).sum();
+        let loops: Option<Vec<LoopDelta>> = runs.iter().map(|p| p.ours_loop).collect();
+        let secs: f64 = runs.iter().map(|p| p.secs).sum();
+        let loop_sum = loops.as_ref().map(|l| {
+            let f = |g: &dyn Fn(&LoopDelta) -> f64| l.iter().map(g).sum::<f64>();
+            LoopDelta {
+                iterations: f(&|d| d.iterations),
+                busy_secs: f(&|d| d.busy_secs),
+                over_10ms: f(&|d| d.over_10ms),
+                over_50ms: f(&|d| d.over_50ms),
+            }
+        });
         t.row(vec![
             label.into(),
             format!("{} of {}", got.len(), runs.len()),
@@ -352,17 +368,31 @@ fn load_tables(a: &ScrapeArgs, setup: &Setup, phases: &[PhaseRun]) -> serde_json
             range(&alive),
             range(&stalled),
             drops.map_or("n/a".into(), |d| num(d as f64, 0)),
+            loop_sum.map_or("n/a".into(), |d| {
+                format!(
+                    "{} ({}, {})",
+                    num(d.iterations, 0),
+                    num(d.over_10ms, 0),
+                    num(d.over_50ms, 0)
+                )
+            }),
+            loop_sum.map_or("n/a".into(), |d| {
+                format!("{}%", num(100.0 * d.busy_secs / secs.max(1e-9), 1))
+            }),
         ]);
         mid_js.push(json!({
             "phase": ph, "scraped": got.len(), "phases": runs.len(),
             "pids_tracked": Summary::of(&tracked), "alive": Summary::of(&alive),
             "stalled": Summary::of(&stalled), "udp_dropped": drops,
+            "loop": loop_sum, "secs": secs,
         }));
     }
     t.print();
     println!(
         "\nvarta_watch_pids_tracked and varta_agents{{state=…}} of ours; ours tracks {} load \
-         agents plus each phase's {} stalling agents (stalled ones stay tracked), capacity {}",
+         agents plus each phase's {} stalling agents (stalled ones stay tracked), capacity {}; \
+         loop: varta_observer_iteration_seconds of ours read before and after each phase \
+         (iterations, of them longer than 10 / 50 ms; busy = summed iteration time / phase time)",
         num(setup.agents.ours_load() as f64, 0),
         setup.agents.stalls,
         num(setup.ours_capacity as f64, 0)

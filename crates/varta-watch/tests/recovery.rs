@@ -383,8 +383,10 @@ fn timeout_ladder_kills_child_and_grandchild_that_ignore_sigterm() {
         &[
             "--threshold-ms",
             "300",
+            // Long enough for sh to reach its `trap` on a loaded machine:
+            // a SIGTERM before it would end the child without the ladder.
             "--recovery-timeout-ms",
-            "300",
+            "1500",
             "--recovery-kill-grace-ms",
             "300",
         ],

@@ -105,17 +105,11 @@ pub(super) fn write_tsv(
         // columns (a name does not fit them).
         Event::Identified { .. } => Ok(()),
         Event::Missing { name } => {
-            let n = names.map_or_else(
-                || format!("#{}", name.0),
-                |n| n.registry().name_str(name).to_string(),
-            );
+            let n = Names::show(names, name);
             writeln!(out, "{ns}\tmissing\t-\t-\t-\t{}", tsv_safe(&n))
         }
         Event::Present { name, pid } => {
-            let n = names.map_or_else(
-                || format!("#{}", name.0),
-                |n| n.registry().name_str(name).to_string(),
-            );
+            let n = Names::show(names, name);
             writeln!(out, "{ns}\tpresent\t{pid}\t-\t-\t{}", tsv_safe(&n))
         }
     }

@@ -114,17 +114,11 @@ impl Sink for LogSink {
                 }
             }
             Event::Missing { name } => {
-                let name = self.names.as_ref().map_or_else(
-                    || format!("#{}", name.0),
-                    |n| n.registry().name_str(name).to_string(),
-                );
+                let name = Names::show(self.names.as_ref(), name);
                 tracing::warn!(%name, "required agent {name} is missing: no live agent of that name");
             }
             Event::Present { name, pid } => {
-                let name = self.names.as_ref().map_or_else(
-                    || format!("#{}", name.0),
-                    |n| n.registry().name_str(name).to_string(),
-                );
+                let name = Names::show(self.names.as_ref(), name);
                 tracing::info!(%name, pid, "required agent {name} is present (pid {pid})");
             }
             Event::ClockJump { forward_ns } => tracing::warn!(

@@ -70,6 +70,15 @@ impl Names {
         self.table.borrow().get(&pid).and_then(|e| e.1)
     }
 
+    /// The string of a name id for output: the registered name, or `#N`
+    /// when no names are at hand (a sink built without them).
+    pub fn show(names: Option<&Names>, name: crate::identity::NameId) -> String {
+        names.map_or_else(
+            || format!("#{}", name.0),
+            |n| n.registry.name_str(name).to_string(),
+        )
+    }
+
     /// Agents with a known identity.
     pub fn len(&self) -> usize {
         self.table.borrow().len()
@@ -299,11 +308,10 @@ impl Policy {
 
     /// On a loop wake-up: apply the identity thread's answers.
     pub fn on_wake(&mut self, now_ns: u64, tracker: &mut Tracker, bus: &mut EventBus) {
-        let Some(r) = self.resolver.take() else {
+        let Some(r) = &self.resolver else {
             return;
         };
         let replies: Vec<resolver::Reply> = r.drain().collect();
-        self.resolver = Some(r);
         for (pid, start, raw) in replies {
             if !tracker.is_life(pid, start) {
                 self.stats.stale.fetch_add(1, Ordering::Relaxed);

@@ -2,13 +2,15 @@
 //! loop for a fresh per-agent snapshot, the loop copies at most
 //! `--per-agent-metrics-limit` agents (O(limit), no lock the loop waits
 //! on), and the HTTP thread renders from it — rendering a large body never
-//! holds anything the loop needs.
+//! holds anything the loop needs. Scrapes arriving within
+//! [`SHARE_WINDOW`] of a snapshot share it, so a scrape flood costs the
+//! loop at most a few snapshots per second, however many scrapers there are.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::Waker;
 use tokio::sync::watch;
@@ -26,11 +28,18 @@ use crate::tracker::{SlotState, Tracker};
 /// in the body still move).
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
+/// A snapshot younger than this serves a scrape as it is. Prometheus
+/// scrapes every few seconds at most, so per-pid series lag by at most a
+/// quarter second; the loop-wide counters are read at render time and do
+/// not lag at all.
+pub const SHARE_WINDOW: Duration = Duration::from_millis(250);
+
 /// The hand-over point for snapshots.
 pub struct SnapshotBridge {
     wanted: AtomicBool,
     waker: Arc<Waker>,
-    latest: Mutex<Arc<Snapshot>>,
+    /// The newest snapshot and when it was published (`None`: never).
+    latest: Mutex<(Arc<Snapshot>, Option<Instant>)>,
     published: watch::Sender<u64>,
     limit: usize,
 }
@@ -42,7 +51,7 @@ impl SnapshotBridge {
         SnapshotBridge {
             wanted: AtomicBool::new(false),
             waker,
-            latest: Mutex::new(Arc::new(Snapshot::default())),
+            latest: Mutex::new((Arc::new(Snapshot::default()), None)),
             published: watch::channel(0).0,
             limit: limit as usize,
         }
@@ -122,12 +131,21 @@ impl SnapshotBridge {
                 None => Vec::new(),
             },
         };
-        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) =
+            (Arc::new(snapshot), Some(Instant::now()));
         self.published.send_modify(|g| *g += 1);
     }
 
-    /// HTTP side: asks the loop for a snapshot and waits for it (bounded).
+    /// HTTP side: the newest snapshot if it is younger than
+    /// [`SHARE_WINDOW`], else asks the loop for one and waits for it
+    /// (bounded). Scrapes waiting at the same time share one request.
     async fn fresh(&self) -> Arc<Snapshot> {
+        {
+            let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+            if latest.1.is_some_and(|at| at.elapsed() < SHARE_WINDOW) {
+                return latest.0.clone();
+            }
+        }
         let mut rx = self.published.subscribe();
         let seen = *rx.borrow_and_update();
         self.wanted.store(true, Ordering::Release);
@@ -136,6 +154,7 @@ impl SnapshotBridge {
         self.latest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .0
             .clone()
     }
 }

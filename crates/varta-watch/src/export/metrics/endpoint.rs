@@ -160,11 +160,26 @@ impl SnapshotBridge {
 }
 
 /// The observer's [`Service`]: renders `/metrics` from a fresh snapshot and
-/// answers `/-/healthy` from the loop's liveness record.
+/// answers `/-/healthy` from the loop's liveness record. A body rendered
+/// less than [`SHARE_WINDOW`] ago is served again as it is: under a scrape
+/// flood the HTTP thread renders a few bodies per second instead of one
+/// per scrape (a 10 k-series body takes tens of ms), so the flood costs
+/// the machine little CPU that detection could need.
 pub struct ObserverService {
     renderer: Arc<MetricsRenderer>,
     bridge: Arc<SnapshotBridge>,
     health: Arc<LoopHealth>,
+    /// The newest body per format (index: [`format_slot`]) and when it was
+    /// rendered.
+    bodies: Mutex<[Option<(Instant, Vec<u8>)>; 2]>,
+}
+
+/// Index of a format in [`ObserverService`]'s body cache.
+const fn format_slot(format: Format) -> usize {
+    match format {
+        Format::Prometheus => 0,
+        Format::OpenMetrics => 1,
+    }
 }
 
 impl ObserverService {
@@ -178,6 +193,7 @@ impl ObserverService {
             renderer,
             bridge,
             health,
+            bodies: Mutex::new([None, None]),
         }
     }
 }
@@ -185,8 +201,17 @@ impl ObserverService {
 impl Service for ObserverService {
     fn render(&self, format: Format) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send + '_>> {
         Box::pin(async move {
+            let slot = format_slot(format);
+            if let Some((at, body)) = &self.bodies.lock().unwrap_or_else(|p| p.into_inner())[slot] {
+                if at.elapsed() < SHARE_WINDOW {
+                    return body.clone();
+                }
+            }
             let snapshot = self.bridge.fresh().await;
-            self.renderer.render(&snapshot, format)
+            let body = self.renderer.render(&snapshot, format);
+            self.bodies.lock().unwrap_or_else(|p| p.into_inner())[slot] =
+                Some((Instant::now(), body.clone()));
+            body
         })
     }
 
@@ -244,6 +269,7 @@ impl MetricsEndpoint {
         waker: Arc<mio::Waker>,
         sources: MetricsSources,
         health: Arc<LoopHealth>,
+        control: Option<(Arc<dyn crate::http::Api>, std::os::unix::net::UnixListener)>,
     ) -> Result<MetricsEndpoint, String> {
         let token = crate::config::read_token(&m.token_file).map_err(|e| e.to_string())?;
         let renderer = Arc::new(MetricsRenderer::new(sources));
@@ -253,7 +279,15 @@ impl MetricsEndpoint {
         settings.token = Some(token);
         settings.rate_per_sec = m.rate_per_sec;
         settings.burst = m.burst;
-        let server = HttpServer::start(settings, Arc::new(service)).map_err(|e| e.to_string())?;
+        // The control API, if on, shares this server (thread, runtime,
+        // connection limits): its Unix socket and `/api/v1/…` here.
+        let server = HttpServer::start_full(
+            settings,
+            true,
+            Some(Arc::new(service)),
+            control.map(|(api, unix)| (api, Some(unix))),
+        )
+        .map_err(|e| e.to_string())?;
         renderer.attach_http(server.counters());
         Ok(MetricsEndpoint { bridge, server })
     }

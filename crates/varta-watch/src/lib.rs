@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alert;
 pub mod audit;
 pub mod clock;
 pub mod config;

@@ -274,6 +274,9 @@ pub(crate) struct Cli {
     #[command(flatten)]
     udp: super::udp::UdpFlags,
 
+    #[command(flatten)]
+    alert: super::alert::AlertFlags,
+
     /// TOML file with the same settings, keyed by these long flag names
     /// without the dashes (snake_case also accepted). Flags override it. It
     /// is re-read on SIGHUP. Default: none.
@@ -301,6 +304,7 @@ impl Cli {
     /// "false", so it does not override a `true` from the file.
     pub(crate) fn into_raw(self) -> (RawSettings, Option<PathBuf>) {
         let switch = |given: bool| given.then_some(true);
+        let alert = self.alert.into_raw();
         let raw = RawSettings {
             socket: self.socket,
             socket_mode: self.socket_mode,
@@ -367,6 +371,12 @@ impl Cli {
             ),
             udp_sender_capacity: self.udp.udp_sender_capacity,
             udp_rcvbuf_bytes: self.udp.udp_rcvbuf_bytes,
+            alertmanager_url: alert.urls,
+            alert_instance: alert.instance,
+            alertmanager_resend_ms: alert.resend_ms,
+            alertmanager_timeout_ms: alert.timeout_ms,
+            alertmanager_bearer_token_file: alert.bearer_token_file,
+            alertmanager_basic_auth_file: alert.basic_auth_file,
         };
         (raw, self.config)
     }

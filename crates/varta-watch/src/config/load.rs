@@ -140,6 +140,8 @@ fn build(
     let (mut recovery, audit) =
         super::recovery::build(&merged, &from_flags, &origin, &rules, &mut warnings)?;
     let watchdog = super::watchdog::build(&merged);
+    let alertmanager =
+        super::alert::build(&merged.alert, &from_flags.alert, &origin, &mut warnings)?;
     let metrics = super::metrics::build(&merged, &from_flags, &origin, &mut warnings)?;
     let threshold = merged
         .threshold
@@ -207,6 +209,7 @@ fn build(
     d.watchdog = watchdog;
     d.metrics = metrics;
     d.udp = udp;
+    d.alertmanager = alertmanager;
     d.rules = rules;
     d.config_file = config_file;
     d.warnings = warnings;
@@ -357,6 +360,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
     super::watchdog::diff(old, new, &mut out);
     super::metrics::diff(old, new, &mut out);
     super::udp::diff(old, new, &mut out);
+    super::alert::diff(old, new, &mut out);
     super::rules::diff(&old.rules, &new.rules, &mut out);
     out
 }

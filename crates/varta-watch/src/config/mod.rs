@@ -6,6 +6,7 @@
 //! Entry points: [`load`] at startup, [`reload`] on SIGHUP, [`diff`] to log
 //! what a reload changed.
 
+mod alert;
 mod cli;
 mod error;
 mod file;
@@ -24,6 +25,10 @@ mod rules_tests;
 #[cfg(test)]
 mod tests;
 
+pub use alert::{
+    read_auth as read_alert_auth, AlertAuth, AlertmanagerConfig, DEFAULT_ALERT_RESEND_MS,
+    DEFAULT_ALERT_TIMEOUT_MS,
+};
 pub use error::ConfigError;
 pub use load::{diff, load, reload, Loaded};
 pub use metrics::{read_token, MetricsConfig, DEFAULT_PER_AGENT_METRICS_LIMIT};

@@ -105,6 +105,13 @@ pub(crate) struct RawSettings {
     pub plaintext_udp_i_accept_recovery_on_unauthenticated_transport: Option<bool>,
     pub udp_sender_capacity: Option<u64>,
     pub udp_rcvbuf_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "super::alert::one_or_many")]
+    pub alertmanager_url: Option<Vec<String>>,
+    pub alert_instance: Option<String>,
+    pub alertmanager_resend_ms: Option<u64>,
+    pub alertmanager_timeout_ms: Option<u64>,
+    pub alertmanager_bearer_token_file: Option<PathBuf>,
+    pub alertmanager_basic_auth_file: Option<PathBuf>,
 }
 
 /// A TOML integer has lost its spelling by the time we see it: `0o600` and
@@ -139,7 +146,7 @@ impl Origin<'_> {
     }
 
     /// The error for `key` holding `value`, which breaks `reason`.
-    fn invalid(&self, key: &str, value: Shown<'_>, reason: &str) -> ConfigError {
+    pub(super) fn invalid(&self, key: &str, value: Shown<'_>, reason: &str) -> ConfigError {
         match self {
             Origin::Flag => {
                 ConfigError::Invalid(format!("invalid value '{value}' for --{key}: {reason}"))
@@ -155,7 +162,7 @@ impl Origin<'_> {
 /// A rejected value as the operator wrote it: bare on the command line,
 /// TOML-quoted (`{:#}`) when it came from the file.
 #[derive(Clone, Copy)]
-enum Shown<'a> {
+pub(super) enum Shown<'a> {
     Num(u64),
     Text(&'a str),
 }
@@ -231,6 +238,7 @@ pub(crate) struct Partial {
     pub plaintext_udp_recovery: Option<bool>,
     pub udp_sender_capacity: Option<u32>,
     pub udp_rcvbuf_bytes: Option<usize>,
+    pub alert: super::alert::AlertPartial,
 }
 
 impl Partial {
@@ -311,14 +319,16 @@ impl Partial {
             plaintext_udp_recovery: self.plaintext_udp_recovery.or(lower.plaintext_udp_recovery),
             udp_sender_capacity: self.udp_sender_capacity.or(lower.udp_sender_capacity),
             udp_rcvbuf_bytes: self.udp_rcvbuf_bytes.or(lower.udp_rcvbuf_bytes),
+            alert: self.alert.or(lower.alert),
         }
     }
 }
 
 impl RawSettings {
     /// Checks every given value; the first bad one is the error.
-    pub(crate) fn validate(self, origin: Origin<'_>) -> Result<Partial, ConfigError> {
+    pub(crate) fn validate(mut self, origin: Origin<'_>) -> Result<Partial, ConfigError> {
         let o = origin;
+        let alert = super::alert::validate(o, super::alert::AlertRaw::take(&mut self))?;
         let u32_max = u64::from(u32::MAX);
         // Range checks make every narrowing below lossless; the fallbacks
         // only exist so no input can reach a panic.
@@ -582,6 +592,7 @@ impl RawSettings {
                 " bytes (0 keeps the kernel default)",
             )?
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            alert,
         })
     }
 }

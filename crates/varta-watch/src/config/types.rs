@@ -209,6 +209,8 @@ pub struct Config {
     pub metrics: Option<super::metrics::MetricsConfig>,
     /// The UDP listener, if any.
     pub udp: Option<super::udp::UdpConfig>,
+    /// Alertmanager push, if any.
+    pub alertmanager: Option<super::alert::AlertmanagerConfig>,
     /// Per-agent policy rules (`[[agent]]` tables of the config file; none
     /// without a file). Agents no rule matches use the settings above.
     pub rules: super::rules::Rules,
@@ -246,6 +248,7 @@ impl Config {
             watchdog: Default::default(),
             metrics: None,
             udp: None,
+            alertmanager: None,
             rules: Default::default(),
             config_file: None,
             warnings: Vec::new(),

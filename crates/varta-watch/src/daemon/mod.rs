@@ -72,6 +72,9 @@ pub enum DaemonError {
     /// The recovery thread could not start.
     #[error(transparent)]
     Recovery(#[from] crate::recovery::RecoveryError),
+    /// The Alertmanager push could not start.
+    #[error(transparent)]
+    Alert(#[from] crate::alert::AlertError),
     /// `--hw-watchdog` could not be set up.
     #[error(transparent)]
     HwWatchdog(#[from] hw::HwWatchdogError),
@@ -290,6 +293,14 @@ impl Daemon {
         } else {
             None
         };
+        if let Some(a) = &config.alertmanager {
+            // Before base_sinks: a reload never reopens it (restart-only).
+            let sink = crate::alert::start(a, names.clone())?;
+            if let Some(o) = &observations {
+                let _ = o.alerts.set(sink.stats());
+            }
+            bus.add(Box::new(sink));
+        }
         let mut by_name = None;
         if let Some(o) = &observations {
             bus.add(Box::new(OvershootSink::new(

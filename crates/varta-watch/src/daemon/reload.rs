@@ -33,9 +33,10 @@ impl Daemon {
             || new.recovery.is_some() != self.config.recovery.is_some()
             || new.audit != self.config.audit
             || new.watchdog != self.config.watchdog
+            || new.alertmanager != self.config.alertmanager
             || !udp_same_listener(&self.config.udp, &new.udp);
         if needs_restart {
-            tracing::warn!("reload: socket, socket-mode, uds-rcvbuf-bytes, tracker-capacity, clock-source, log-format, the audit log, turning recovery on or off, heartbeat-file, self-watchdog-secs, hw-watchdog and the UDP listener's port, address, mode, sender capacity and receive buffer only change on restart; those changes are ignored");
+            tracing::warn!("reload: socket, socket-mode, uds-rcvbuf-bytes, tracker-capacity, clock-source, log-format, the audit log, turning recovery on or off, heartbeat-file, self-watchdog-secs, hw-watchdog, the Alertmanager push (targets, instance, resend, timeout, credentials) and the UDP listener's port, address, mode, sender capacity and receive buffer only change on restart; those changes are ignored");
         }
         if new.export != self.config.export {
             match (self.sink_factory)(&new, &self.policy.names()) {
@@ -65,6 +66,7 @@ impl Daemon {
         }
         applied.audit = self.config.audit.clone();
         applied.watchdog = self.config.watchdog.clone();
+        applied.alertmanager = self.config.alertmanager.clone();
         if !udp_same_listener(&self.config.udp, &applied.udp) {
             applied.udp = self.config.udp.clone();
         }

@@ -40,6 +40,7 @@
 //! (`# TYPE varta_recovery_duration_ns_sum counter`, sample
 //! `varta_recovery_duration_ns_sum_total`).
 
+mod alerts;
 pub mod by_name;
 mod enc;
 pub mod endpoint;
@@ -194,6 +195,9 @@ pub struct Observations {
     recovery_duration_count: AtomicU64,
     recovery_table_reclaims: AtomicU64,
     log_suppressed: [AtomicU64; 6],
+    /// `varta_alertmanager_*`: the push's counters, set once at start when
+    /// `--alertmanager-url` is given.
+    pub alerts: OnceLock<Arc<crate::alert::AlertStats>>,
 }
 
 impl Default for Observations {
@@ -217,6 +221,7 @@ impl Observations {
             recovery_duration_count: AtomicU64::new(0),
             recovery_table_reclaims: AtomicU64::new(0),
             log_suppressed: Default::default(),
+            alerts: OnceLock::new(),
         }
     }
 
@@ -428,6 +433,7 @@ impl Collector for Families {
         };
         original::encode(&mut e, &self.0, &snapshot, format)?;
         ours::encode(&mut e, &self.0, &snapshot)?;
+        alerts::encode(&mut e, self.0.obs.alerts.get().map(|a| &**a))?;
         by_name::encode(&mut e, self.0.by_name.as_deref(), &snapshot)
     }
 }

@@ -53,8 +53,16 @@ pub struct Global {
     /// Default: $VARTA_CONTROL_SOCKET, else the observer's default:
     /// $XDG_RUNTIME_DIR/varta.ctl, /run/varta/varta.ctl when run as root,
     /// /tmp/varta-UID/varta.ctl without XDG_RUNTIME_DIR.
-    #[arg(long, global = true, value_name = "PATH", env = "VARTA_CONTROL_SOCKET")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
+
+    /// The observer's beat socket (varta-watch --socket), for an observer
+    /// started with its own --socket and no --control-socket: its control
+    /// socket is that path with the extension .ctl, as varta-watch derives
+    /// it. --control-socket wins over it, it wins over
+    /// $VARTA_CONTROL_SOCKET.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 
     /// Give up on the observer after this many milliseconds (connecting
     /// and the whole answer; a followed event stream only waits this long
@@ -70,12 +78,20 @@ pub struct Global {
 }
 
 impl Global {
-    /// The control socket to use: the option, the environment, or the
+    /// The control socket to use: `--control-socket`, else `--socket`
+    /// with the extension `.ctl`, else `$VARTA_CONTROL_SOCKET`, else the
     /// observer's default (`varta.ctl` beside the default beat socket).
     pub fn control_path(&self) -> PathBuf {
-        self.control_socket
-            .clone()
-            .unwrap_or_else(default_control_socket)
+        if let Some(p) = &self.control_socket {
+            return p.clone();
+        }
+        if let Some(beat) = &self.socket {
+            return beat.with_extension("ctl");
+        }
+        match std::env::var_os(CONTROL_SOCKET_ENV) {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => default_control_socket(),
+        }
     }
 
     /// A client for the control socket.
@@ -83,6 +99,9 @@ impl Global {
         Control::new(self.control_path(), Duration::from_millis(self.timeout_ms))
     }
 }
+
+/// The environment variable naming the control socket.
+pub const CONTROL_SOCKET_ENV: &str = "VARTA_CONTROL_SOCKET";
 
 /// `varta.ctl` in the directory of varta-vlp's default beat socket — the
 /// observer derives its default the same way.

@@ -433,3 +433,28 @@ fn man_page_on_stdout_and_per_subcommand() {
         assert!(body.contains(".TH"), "{page}");
     }
 }
+
+#[test]
+fn socket_option_derives_the_control_socket() {
+    let out = Command::new(env!("CARGO_BIN_EXE_varta"))
+        .args(["--socket", "/nonexistent-varta/beat.sock", "status"])
+        .env("VARTA_CONTROL_SOCKET", "/elsewhere/varta.ctl")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("observer at /nonexistent-varta/beat.ctl:"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_varta"))
+        .args([
+            "status",
+            "--control-socket",
+            "/x/a.ctl",
+            "--socket",
+            "/y/b.sock",
+        ])
+        .output()
+        .unwrap();
+    assert!(text(&out.stderr).contains("observer at /x/a.ctl:"));
+}

@@ -18,6 +18,7 @@ pub mod alert;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod events;
 pub mod export;

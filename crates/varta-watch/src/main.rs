@@ -65,6 +65,11 @@ fn main() -> ExitCode {
         let _ = stdout.flush();
         tracing::info!(%addr, "serving /metrics, /-/healthy and /-/ready on http://{addr}");
     }
+    if let Some(path) = daemon.control_path() {
+        let _ = writeln!(stdout, "control: {}", path.display());
+        let _ = stdout.flush();
+        tracing::info!(path = %path.display(), "control API listening on {}", path.display());
+    }
     if let Some((addr, mode)) = daemon.udp_addr() {
         let _ = writeln!(stdout, "udp: {addr}");
         let _ = stdout.flush();

@@ -194,9 +194,10 @@ impl Facts {
     }
 }
 
-/// RFC 3339 with milliseconds, as Alertmanager parses it.
+/// RFC 3339 in UTC with microseconds (Alertmanager parses any fraction;
+/// microseconds let a receiver measure the push latency).
 fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    humantime::format_rfc3339_micros(t).to_string()
 }
 
 #[derive(Serialize)]
@@ -262,8 +263,8 @@ mod tests {
             one["labels"].get("container").is_none(),
             "unknown labels are left out"
         );
-        assert_eq!(one["startsAt"], "2027-01-15T08:00:05.000Z");
-        assert_eq!(one["endsAt"], "2027-01-15T08:04:07.000Z");
+        assert_eq!(one["startsAt"], "2027-01-15T08:00:05.000000Z");
+        assert_eq!(one["endsAt"], "2027-01-15T08:04:07.000000Z");
         let d = one["annotations"]["description"].as_str().unwrap();
         assert!(
             d.contains("nginx.service (pid 42)") && d.contains("7.0 s"),

@@ -50,6 +50,13 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "OCTAL", help_heading = H_LISTENER)]
     socket_mode: Option<String>,
 
+    /// Unix stream socket of the control API (HTTP/1.1 + JSON: status,
+    /// agents, events, reload; docs/api.md), created mode 0600. At most 107
+    /// bytes; `none` turns it off. Default: the beat socket's path with the
+    /// extension .ctl (varta.ctl beside the default beat socket).
+    #[arg(long, value_name = "PATH|none", help_heading = H_LISTENER)]
+    control_socket: Option<PathBuf>,
+
     /// SO_RCVBUF requested for the socket, in bytes (the kernel doubles it and
     /// caps it at net.core.rmem_max). Default 4194304 (4 MiB). Range 0 to
     /// 1073741824 (1 GiB); 0 keeps the kernel default.
@@ -308,6 +315,7 @@ impl Cli {
         let raw = RawSettings {
             socket: self.socket,
             socket_mode: self.socket_mode,
+            control_socket: self.control_socket,
             uds_rcvbuf_bytes: self.uds_rcvbuf_bytes,
             allow_cross_namespace_agents: switch(self.allow_cross_namespace_agents),
             strict_namespace_check: switch(self.strict_namespace_check),

@@ -180,6 +180,11 @@ fn build(
     let mut config = Config::with_socket(socket);
     let d = &mut config;
     d.socket_mode = merged.socket_mode.unwrap_or(d.socket_mode);
+    d.control_socket = match merged.control_socket {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p),
+        None => d.control_socket.take(),
+    };
     d.threshold = merged.threshold.unwrap_or(d.threshold);
     d.uds_rcvbuf_bytes = merged.uds_rcvbuf_bytes.unwrap_or(d.uds_rcvbuf_bytes);
     d.tracker_capacity = merged.tracker_capacity.unwrap_or(d.tracker_capacity);
@@ -261,6 +266,11 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
         "socket-mode",
         format!("{:04o}", old.socket_mode),
         format!("{:04o}", new.socket_mode),
+    );
+    field(
+        "control-socket",
+        opt(old.control_socket.as_deref().map(path)),
+        opt(new.control_socket.as_deref().map(path)),
     );
     field(
         "uds-rcvbuf-bytes",

@@ -49,6 +49,7 @@ pub(crate) struct RawSettings {
     pub socket: Option<PathBuf>,
     #[serde(default, deserialize_with = "octal_string")]
     pub socket_mode: Option<String>,
+    pub control_socket: Option<PathBuf>,
     pub uds_rcvbuf_bytes: Option<u64>,
     pub allow_cross_namespace_agents: Option<bool>,
     pub strict_namespace_check: Option<bool>,
@@ -182,6 +183,7 @@ impl std::fmt::Display for Shown<'_> {
 pub(crate) struct Partial {
     pub socket: Option<PathBuf>,
     pub socket_mode: Option<u32>,
+    pub control_socket: Option<PathBuf>,
     pub uds_rcvbuf_bytes: Option<usize>,
     pub allow_cross_namespace_agents: Option<bool>,
     pub strict_namespace_check: Option<bool>,
@@ -247,6 +249,7 @@ impl Partial {
         Partial {
             socket: self.socket.or(lower.socket),
             socket_mode: self.socket_mode.or(lower.socket_mode),
+            control_socket: self.control_socket.or(lower.control_socket),
             uds_rcvbuf_bytes: self.uds_rcvbuf_bytes.or(lower.uds_rcvbuf_bytes),
             allow_cross_namespace_agents: self
                 .allow_cross_namespace_agents
@@ -336,6 +339,12 @@ impl RawSettings {
         Ok(Partial {
             socket: path(o, "socket", self.socket, Some(MAX_SOCKET_PATH_BYTES))?,
             socket_mode: text(o, "socket-mode", self.socket_mode, parse_socket_mode)?,
+            control_socket: path(
+                o,
+                "control-socket",
+                self.control_socket,
+                Some(MAX_SOCKET_PATH_BYTES),
+            )?,
             uds_rcvbuf_bytes: num(
                 o,
                 "uds-rcvbuf-bytes",

@@ -171,6 +171,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// Socket file mode (default 0o600).
     pub socket_mode: u32,
+    /// The control API's Unix socket (`--control-socket`); None: off.
+    pub control_socket: Option<PathBuf>,
     /// Silence before a stall (default 5 s, minimum 10 ms).
     pub threshold: Duration,
     /// Requested `SO_RCVBUF` (default 4 MiB); 0 leaves the kernel default.
@@ -227,6 +229,7 @@ impl Config {
     /// Defaults for everything, listening on `socket`.
     pub fn with_socket(socket: PathBuf) -> Config {
         Config {
+            control_socket: Some(default_control_socket(&socket)),
             socket,
             socket_mode: 0o600,
             threshold: Duration::from_millis(DEFAULT_THRESHOLD_MS),
@@ -255,6 +258,20 @@ impl Config {
             argv: Vec::new(),
         }
     }
+}
+
+/// Default `--control-socket` for beat socket `socket`: its path with the
+/// extension `.ctl` (`varta.sock` → `varta.ctl`, so `varta.ctl` beside the
+/// default beat socket), unique per beat socket so observers with
+/// different sockets never share one.
+pub fn default_control_socket(socket: &std::path::Path) -> PathBuf {
+    let p = socket.with_extension("ctl");
+    if p == socket {
+        let mut s = socket.as_os_str().to_owned();
+        s.push(".ctl");
+        return PathBuf::from(s);
+    }
+    p
 }
 
 /// Largest accepted `--tracker-capacity`.

@@ -32,6 +32,7 @@ use crate::policy::{Names, Policy};
 use crate::recovery::{Recovery, RecoveryStats};
 use crate::tracker::{Tracker, TrackerSettings};
 
+mod control;
 mod reload;
 mod watching;
 
@@ -81,6 +82,9 @@ pub enum DaemonError {
     /// `--heartbeat-file` names an impossible place.
     #[error("{0}")]
     Heartbeat(String),
+    /// The control API could not start.
+    #[error("{0}")]
+    Control(String),
     /// `--strict-namespace-check` tripped.
     #[error("agent pid {0} is in another PID namespace and --strict-namespace-check is set; run the agent in the observer's PID namespace or use --allow-cross-namespace-agents")]
     CrossNamespace(u32),
@@ -182,6 +186,10 @@ pub struct Daemon {
     observations: Option<Arc<Observations>>,
     /// The stall threshold as the overshoot sink sees it (reload updates).
     threshold_ns: Arc<std::sync::atomic::AtomicU64>,
+    /// The control API's loop side (`--control-socket`).
+    control: Option<crate::control::ControlLoop>,
+    /// The HTTP server when only the control socket is served.
+    http: Option<crate::http::HttpServer>,
 }
 
 /// Self-watchdog when systemd's watchdog is on and `--self-watchdog-secs`
@@ -311,6 +319,13 @@ impl Daemon {
             by_name = Some(sink.shared());
             bus.add(Box::new(sink));
         }
+        let prepared = control::prepare(
+            &config,
+            waker.clone().expect("created above"),
+            &names,
+            recovery.as_ref().map(Recovery::history),
+            &mut bus,
+        )?;
         let base_sinks = bus.len();
         let sink_factory = sink_factory.unwrap_or(crate::export::configured_sinks);
         for s in sink_factory(&config, &names).map_err(DaemonError::Sink)? {
@@ -347,6 +362,10 @@ impl Daemon {
             .shutdown_after
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let health = Arc::new(LoopHealth::new(&clock, config.clock_source));
+        let (control, mut api) = match prepared {
+            Some(p) => (Some(p.control), Some((p.api, p.listener))),
+            None => (None, None),
+        };
         let metrics = match (&config.metrics, waker, &observations) {
             (Some(m), Some(waker), Some(observations)) => Some(
                 MetricsEndpoint::start(
@@ -372,11 +391,16 @@ impl Daemon {
                         by_name,
                     },
                     health.clone(),
+                    api.take(),
                 )
                 .map_err(DaemonError::Metrics)?,
             ),
             _ => None,
         };
+        let http = api.map(control::serve_alone).transpose()?;
+        if let (Some(c), Some(o)) = (&control, &observations) {
+            let _ = o.control.set(c.shared().stats.clone());
+        }
         let mut pulse = Pulse::new(health.clone());
         // Last: opening the device arms it, so nothing after it may fail.
         if let Some(path) = &config.watchdog.hw_watchdog {
@@ -408,7 +432,10 @@ impl Daemon {
             metrics,
             observations,
             threshold_ns,
-        })
+            control,
+            http,
+        }
+        .with_listeners())
     }
 
     /// The loop's liveness record (iteration count, last tick time, agent
@@ -514,6 +541,7 @@ impl Daemon {
                         self.policy.on_wake(now, &mut self.tracker, &mut self.bus);
                         self.emit_recovery_reports(now);
                         self.serve_snapshot(now);
+                        self.serve_control(now);
                     }
                     _ => {}
                 }
@@ -611,6 +639,10 @@ impl Daemon {
         if let Some(m) = self.metrics.take() {
             m.server.stop();
         }
+        if let Some(h) = self.http.take() {
+            h.stop();
+        }
+        self.control = None;
         let totals: Vec<String> = self
             .counters
             .snapshot()
@@ -725,7 +757,9 @@ impl Daemon {
         let pending: Vec<i32> = self.signals.pending().collect();
         for sig in pending {
             match sig {
-                SIGHUP => self.reload(now),
+                SIGHUP => {
+                    self.reload(now);
+                }
                 _ => {
                     tracing::info!(signal = sig, "shutting down");
                     stop = true;

@@ -3,17 +3,29 @@
 
 use super::{tracker_settings, Daemon};
 use crate::config::{self, Config};
+use crate::control::ReloadOutcome;
 use crate::ingest::UdsPolicy;
 
 impl Daemon {
-    /// SIGHUP: re-read the config file and re-apply what can change at
-    /// runtime. A bad file keeps the old configuration.
-    pub(super) fn reload(&mut self, now: u64) {
+    /// SIGHUP or `POST /v1/reload`: re-read the config file and re-apply
+    /// what can change at runtime (a bad file keeps the old configuration);
+    /// the outcome is what the control API shows as `last_reload`.
+    pub(super) fn reload(&mut self, now: u64) -> ReloadOutcome {
+        let outcome = self.apply_reload(now);
+        if let Some(c) = &self.control {
+            c.note_reload(&outcome, &self.config);
+        }
+        outcome
+    }
+
+    fn apply_reload(&mut self, now: u64) -> ReloadOutcome {
         let new = match config::reload(&self.config) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "reload failed; keeping the current configuration (and the current UDP keys)");
-                return;
+                return ReloadOutcome::Failed {
+                    error: e.to_string(),
+                };
             }
         };
         // Key files are re-read on every SIGHUP: rotating a key changes the
@@ -22,7 +34,7 @@ impl Daemon {
         let changes = config::diff(&self.config, &new);
         if changes.is_empty() {
             tracing::info!("reload: no changes");
-            return;
+            return ReloadOutcome::Unchanged;
         }
         let needs_restart = new.socket != self.config.socket
             || new.socket_mode != self.config.socket_mode
@@ -33,6 +45,7 @@ impl Daemon {
             || new.recovery.is_some() != self.config.recovery.is_some()
             || new.audit != self.config.audit
             || new.watchdog != self.config.watchdog
+            || new.control_socket != self.config.control_socket
             || new.alertmanager != self.config.alertmanager
             || !udp_same_listener(&self.config.udp, &new.udp);
         if needs_restart {
@@ -49,11 +62,13 @@ impl Daemon {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "reload: cannot open the new export; keeping the current configuration");
-                    return;
+                    return ReloadOutcome::Failed {
+                        error: format!("cannot open the new export: {e}"),
+                    };
                 }
             }
         }
-        let mut applied = new;
+        let mut applied = new.clone();
         // Restart-only settings keep their running values.
         applied.socket = self.config.socket.clone();
         applied.socket_mode = self.config.socket_mode;
@@ -66,6 +81,7 @@ impl Daemon {
         }
         applied.audit = self.config.audit.clone();
         applied.watchdog = self.config.watchdog.clone();
+        applied.control_socket = self.config.control_socket.clone();
         applied.alertmanager = self.config.alertmanager.clone();
         if !udp_same_listener(&self.config.udp, &applied.udp) {
             applied.udp = self.config.udp.clone();
@@ -102,7 +118,17 @@ impl Daemon {
         for c in &changes {
             tracing::info!(change = %c, "reload applied");
         }
+        // What the file asks for and does not run: the restart-only
+        // settings (and a refused recovery change), by name.
+        let restart_needed = config::diff(&applied, &new)
+            .into_iter()
+            .map(|l| l.split(':').next().unwrap_or_default().to_string())
+            .collect();
         self.config = applied;
+        ReloadOutcome::Applied {
+            changes,
+            restart_needed,
+        }
     }
 
     /// SIGHUP: re-read the running UDP listener's key files (the key-file

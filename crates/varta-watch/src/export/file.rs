@@ -411,7 +411,9 @@ impl Sink for FileExport {
                 at_ns,
                 SystemTime::now(),
                 event,
-                self.names.as_ref(),
+                self.names
+                    .as_ref()
+                    .map(|n| n as &dyn super::format::NameLookup),
             ),
         };
         match formatted {

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use varta_vlp::NONCE_TERMINAL;
 
 use crate::events::{Event, RecoveryOutcome};
+use crate::identity::{IdentityId, Registry};
 use crate::policy::Names;
 
 /// One TSV line, newline included. The 0.2.0 kinds are byte-for-byte what
@@ -121,13 +122,32 @@ fn tsv_safe(s: &str) -> String {
     s.replace(['\t', '\n', '\r'], " ")
 }
 
+/// Where a JSON line gets agent identities from: the policy engine's
+/// [`Names`] on the detection thread, or a copy of one pid's identity taken
+/// there (the control API formats its event stream on the HTTP thread).
+pub(crate) trait NameLookup {
+    /// The registry that turns ids into strings.
+    fn registry(&self) -> &Registry;
+    /// The identity of `pid`, if known.
+    fn identity_of(&self, pid: u32) -> Option<IdentityId>;
+}
+
+impl NameLookup for Names {
+    fn registry(&self) -> &Registry {
+        Names::registry(self)
+    }
+    fn identity_of(&self, pid: u32) -> Option<IdentityId> {
+        self.identity(pid)
+    }
+}
+
 /// One JSON line, newline included; `wall` becomes `time`.
-pub(super) fn write_json(
+pub(crate) fn write_json(
     out: &mut Vec<u8>,
     ns: u64,
     wall: SystemTime,
     event: &Event,
-    names: Option<&Names>,
+    names: Option<&dyn NameLookup>,
 ) -> io::Result<()> {
     let (nonce, status, payload) = match *event {
         Event::Beat {
@@ -231,10 +251,17 @@ pub(super) fn write_json(
 
 /// `name`, `unit`, `container`, `comm`, `exe` of the event's agent (null
 /// while unknown or without a pid).
-fn identity_fields(out: &mut Vec<u8>, event: &Event, names: Option<&Names>) -> io::Result<()> {
+fn identity_fields(
+    out: &mut Vec<u8>,
+    event: &Event,
+    names: Option<&dyn NameLookup>,
+) -> io::Result<()> {
     let rec = match (event, names) {
         (Event::Identified { identity, .. }, Some(n)) => Some(n.registry().get(*identity)),
-        (_, Some(n)) => event.pid().and_then(|pid| n.record(pid)),
+        (_, Some(n)) => event
+            .pid()
+            .and_then(|pid| n.identity_of(pid))
+            .map(|id| n.registry().get(id)),
         _ => None,
     };
     let field = |out: &mut Vec<u8>, key: &str, v: Option<&str>| -> io::Result<()> {

@@ -3,7 +3,7 @@
 
 pub mod counters;
 pub mod file;
-mod format;
+pub(crate) mod format;
 mod limit;
 pub mod log;
 pub mod metrics;

@@ -1,4 +1,6 @@
-//! The HTTP server for `/metrics`, `/-/healthy` and `/-/ready`.
+//! The HTTP server for `/metrics`, `/-/healthy`, `/-/ready` and the
+//! control API ([`Api`]: `/v1/…` on a Unix socket, the read-only routes
+//! also as `/api/v1/…` on TCP behind the `/metrics` token and rate limit).
 //!
 //! It runs on its own thread, on a single-threaded tokio runtime with
 //! hyper's HTTP/1 server (the most widely used Rust HTTP stack; we never
@@ -20,15 +22,17 @@ mod routes;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Method, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 
 pub use auth::Token;
 use limit::IpLimiter;
@@ -50,6 +54,60 @@ pub trait Service: Send + Sync + 'static {
     fn render(&self, format: Format) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send + '_>>;
     /// Whether the detection loop is advancing (`/-/healthy`).
     fn healthy(&self) -> bool;
+}
+
+/// A response body: a whole buffer, or a stream (the event stream).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// The control Unix socket (file permissions are the access control).
+    Unix,
+    /// TCP, after the bearer token and rate limit (`/api/v1/…`).
+    Tcp,
+}
+
+/// Per-connection state an [`Api`] handler may change: a response that
+/// streams without end (`follow=1`) is exempt from the connection time
+/// budget until it is cut.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    streaming: AtomicBool,
+    cut: Notify,
+}
+
+impl ConnState {
+    /// The response streams until the client goes away: lift the
+    /// connection's total time budget.
+    pub fn start_streaming(&self) {
+        self.streaming.store(true, Ordering::Release);
+    }
+
+    /// The stream was cut (reader too slow): close the connection soon
+    /// even if the client never reads what is left.
+    pub fn cut(&self) {
+        self.streaming.store(false, Ordering::Release);
+        self.cut.notify_one();
+    }
+
+    fn is_streaming(&self) -> bool {
+        self.streaming.load(Ordering::Acquire)
+    }
+}
+
+/// The control API, answered on the HTTP thread.
+pub trait Api: Send + Sync + 'static {
+    /// Answers `method` on `path` (`/v1/…`, without the TCP `/api`
+    /// prefix) with the raw `query` string.
+    fn call(
+        &self,
+        method: Method,
+        path: String,
+        query: Option<String>,
+        via: Via,
+        conn: Arc<ConnState>,
+    ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>>;
 }
 
 /// Why a request or connection was refused.
@@ -175,6 +233,7 @@ pub enum HttpError {
 /// A running server; dropping it (or [`HttpServer::stop`]) stops it.
 pub struct HttpServer {
     addr: SocketAddr,
+    tcp: bool,
     counters: Arc<HttpCounters>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -187,15 +246,40 @@ impl HttpServer {
         settings: HttpSettings,
         service: Arc<dyn Service>,
     ) -> Result<HttpServer, HttpError> {
-        let std_listener =
-            std::net::TcpListener::bind(settings.addr).map_err(|source| HttpError::Bind {
-                addr: settings.addr,
-                source,
-            })?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(HttpError::Start)?;
-        let addr = std_listener.local_addr().map_err(HttpError::Start)?;
+        HttpServer::start_full(settings, true, Some(service), None)
+    }
+
+    /// Like [`HttpServer::start`], with the control API: `api` answers
+    /// `/v1/…` on its Unix listener (if any) and `/api/v1/…` on TCP. With
+    /// `tcp` false only the Unix listener is served (metrics off).
+    pub fn start_full(
+        settings: HttpSettings,
+        tcp: bool,
+        service: Option<Arc<dyn Service>>,
+        api: Option<(Arc<dyn Api>, Option<std::os::unix::net::UnixListener>)>,
+    ) -> Result<HttpServer, HttpError> {
+        let std_listener = if tcp {
+            let l =
+                std::net::TcpListener::bind(settings.addr).map_err(|source| HttpError::Bind {
+                    addr: settings.addr,
+                    source,
+                })?;
+            l.set_nonblocking(true).map_err(HttpError::Start)?;
+            Some(l)
+        } else {
+            None
+        };
+        let addr = match &std_listener {
+            Some(l) => l.local_addr().map_err(HttpError::Start)?,
+            None => settings.addr,
+        };
+        let (api, unix) = match api {
+            Some((a, u)) => (Some(a), u),
+            None => (None, None),
+        };
+        if let Some(u) = &unix {
+            u.set_nonblocking(true).map_err(HttpError::Start)?;
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -204,6 +288,7 @@ impl HttpServer {
         let counters = Arc::new(HttpCounters::default());
         let ctx = Arc::new(Ctx {
             service,
+            api,
             token: settings.token,
             limiter: Mutex::new(IpLimiter::new(
                 settings.rate_per_sec,
@@ -223,11 +308,12 @@ impl HttpServer {
             .name("varta-http".into())
             .spawn(move || {
                 lower_priority();
-                runtime.block_on(serve(std_listener, ctx, limits, stop_rx));
+                runtime.block_on(serve(std_listener, unix, ctx, limits, stop_rx));
             })
             .map_err(HttpError::Start)?;
         Ok(HttpServer {
             addr,
+            tcp,
             counters,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -237,6 +323,11 @@ impl HttpServer {
     /// The bound address (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound TCP address, None when only the Unix socket is served.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.then_some(self.addr)
     }
 
     /// Server counters.
@@ -282,16 +373,49 @@ fn lower_priority() {
     }
 }
 
+/// Accepts on `l`, or never when there is no such listener.
+async fn accept_tcp(
+    l: &Option<tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, Option<IpAddr>)> {
+    match l {
+        Some(l) => l
+            .accept()
+            .await
+            .map(|(s, p)| (s, Some(p.ip().to_canonical()))),
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_unix(
+    l: &Option<tokio::net::UnixListener>,
+) -> std::io::Result<tokio::net::UnixStream> {
+    match l {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
 async fn serve(
-    std_listener: std::net::TcpListener,
+    std_listener: Option<std::net::TcpListener>,
+    std_unix: Option<std::os::unix::net::UnixListener>,
     ctx: Arc<Ctx>,
     limits: Limits,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+    let listener = match std_listener
+        .map(tokio::net::TcpListener::from_std)
+        .transpose()
+    {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "HTTP server cannot use its socket; /metrics is down");
+            return;
+        }
+    };
+    let unix = match std_unix.map(tokio::net::UnixListener::from_std).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "HTTP server cannot use the control socket; the control API is down");
             return;
         }
     };
@@ -299,7 +423,8 @@ async fn serve(
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => return,
-            a = listener.accept() => a,
+            a = accept_tcp(&listener) => a.map(|(s, ip)| (Conn::Tcp(s), ip)),
+            a = accept_unix(&unix) => a.map(|s| (Conn::Unix(s), None)),
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -319,24 +444,66 @@ async fn serve(
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let ip: IpAddr = peer.ip().to_canonical();
-            let service = service_fn(|req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, std::convert::Infallible>(ctx.handle(req, ip).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(limits.max_request_bytes)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(limits.connection_timeout, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => {
-                    ctx.counters.refused[RefusalReason::ConnectionError as usize]
-                        .fetch_add(1, Ordering::Relaxed);
-                }
+            match stream {
+                Conn::Tcp(s) => serve_conn(TokioIo::new(s), peer, ctx, limits).await,
+                Conn::Unix(s) => serve_conn(TokioIo::new(s), None, ctx, limits).await,
             }
         });
+    }
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// One connection, TCP (`peer` is its source IP) or Unix (`peer` None),
+/// under the same limits. The total time budget is lifted while a
+/// response streams ([`ConnState::start_streaming`]) and re-applied, with
+/// a one-second grace, when the stream is cut.
+async fn serve_conn<I>(io: I, peer: Option<IpAddr>, ctx: Arc<Ctx>, limits: Limits)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let state = Arc::new(ConnState::default());
+    let counters = ctx.counters.clone();
+    let service = {
+        let state = state.clone();
+        service_fn(move |req| {
+            let ctx = ctx.clone();
+            let state = state.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(match peer {
+                    Some(ip) => ctx.handle(req, ip, state).await,
+                    None => ctx.handle_unix(req, state).await,
+                })
+            }
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_request_bytes)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut deadline = tokio::time::Instant::now() + limits.connection_timeout;
+    let ok = loop {
+        tokio::select! {
+            r = &mut conn => break r.is_ok(),
+            _ = tokio::time::sleep_until(deadline) => {
+                if state.is_streaming() {
+                    deadline = tokio::time::Instant::now() + limits.connection_timeout;
+                    continue;
+                }
+                break false;
+            }
+            _ = state.cut.notified() => {
+                deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+        }
+    };
+    if !ok {
+        counters.refused[RefusalReason::ConnectionError as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -1,6 +1,8 @@
 //! Request routing: `/metrics` (rate limit, then token, then render),
 //! `/-/healthy`, `/-/ready`; 405 with `Allow: GET` for any other method on
-//! those paths, 404 for everything else.
+//! those paths; `/api/v1/…` (rate limit, then token, then the control
+//! [`Api`]); 404 for everything else. On the control Unix socket every
+//! request goes to the [`Api`].
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -8,17 +10,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::limit::{IpLimiter, Refusal};
-use super::{Format, HttpCounters, RefusalReason, Service};
+use super::{Api, Body, ConnState, Format, HttpCounters, RefusalReason, Service, Via};
 use crate::http::auth::Token;
 
 /// What every connection's handler shares.
 pub(super) struct Ctx {
-    pub service: Arc<dyn Service>,
+    /// `/metrics` and health; None when only the control API is served.
+    pub service: Option<Arc<dyn Service>>,
+    /// The control API, if served.
+    pub api: Option<Arc<dyn Api>>,
     pub token: Option<Token>,
     pub limiter: Mutex<IpLimiter>,
     pub counters: Arc<HttpCounters>,
@@ -27,8 +32,8 @@ pub(super) struct Ctx {
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROM_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -63,9 +68,44 @@ impl Ctx {
         self.counters.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Handles one request from the control Unix socket.
+    pub(super) async fn handle_unix<B>(
+        &self,
+        req: Request<B>,
+        conn: Arc<ConnState>,
+    ) -> Response<Body> {
+        match &self.api {
+            Some(api) => {
+                let (method, path, query) = parts(&req);
+                api.call(method, path, query, Via::Unix, conn).await
+            }
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
     /// Handles one request from `peer`.
-    pub(super) async fn handle<B>(&self, req: Request<B>, peer: IpAddr) -> Response<Full<Bytes>> {
+    pub(super) async fn handle<B>(
+        &self,
+        req: Request<B>,
+        peer: IpAddr,
+        conn: Arc<ConnState>,
+    ) -> Response<Body> {
         let path = req.uri().path();
+        if let (Some(api), Some(rest)) = (&self.api, path.strip_prefix("/api")) {
+            if rest.starts_with("/v1/") {
+                if let Some(refused) = self.admit(&req, peer) {
+                    return refused;
+                }
+                let (method, _, query) = parts(&req);
+                return api
+                    .call(method, rest.to_string(), query, Via::Tcp, conn)
+                    .await;
+            }
+        }
+        let Some(service) = &self.service else {
+            self.refuse(RefusalReason::NotFound);
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        };
         let known = matches!(path, "/metrics" | "/-/healthy" | "/-/ready");
         if !known {
             self.refuse(RefusalReason::NotFound);
@@ -81,7 +121,7 @@ impl Ctx {
         match path {
             "/-/ready" => text(StatusCode::OK, "ready\n"),
             "/-/healthy" => {
-                if self.service.healthy() {
+                if service.healthy() {
                     text(StatusCode::OK, "healthy\n")
                 } else {
                     text(
@@ -90,11 +130,13 @@ impl Ctx {
                     )
                 }
             }
-            _ => self.metrics(req, peer).await,
+            _ => self.metrics(req, peer, service).await,
         }
     }
 
-    async fn metrics<B>(&self, req: Request<B>, peer: IpAddr) -> Response<Full<Bytes>> {
+    /// The `/metrics` gate, also in front of `/api/v1/…`: the source's
+    /// rate limit, then the bearer token. Some: the refusal to send.
+    fn admit<B>(&self, req: &Request<B>, peer: IpAddr) -> Option<Response<Body>> {
         let limited = self
             .limiter
             .lock()
@@ -104,11 +146,11 @@ impl Ctx {
             Ok(()) => {}
             Err(Refusal::RateLimited) => {
                 self.refuse(RefusalReason::RateLimited);
-                return text(StatusCode::TOO_MANY_REQUESTS, "rate limited\n");
+                return Some(text(StatusCode::TOO_MANY_REQUESTS, "rate limited\n"));
             }
             Err(Refusal::TableFull) => {
                 self.refuse(RefusalReason::IpTableFull);
-                return text(StatusCode::TOO_MANY_REQUESTS, "too many sources\n");
+                return Some(text(StatusCode::TOO_MANY_REQUESTS, "too many sources\n"));
             }
         }
         if let Some(token) = &self.token {
@@ -123,17 +165,29 @@ impl Ctx {
                     WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"varta\""),
                 );
-                return r;
+                return Some(r);
             }
+        }
+        None
+    }
+
+    async fn metrics<B>(
+        &self,
+        req: Request<B>,
+        peer: IpAddr,
+        service: &Arc<dyn Service>,
+    ) -> Response<Body> {
+        if let Some(refused) = self.admit(&req, peer) {
+            return refused;
         }
         let format = if wants_openmetrics(&req) {
             Format::OpenMetrics
         } else {
             Format::Prometheus
         };
-        let body = self.service.render(format).await;
+        let body = service.render(format).await;
         self.counters.scrapes.fetch_add(1, Ordering::Relaxed);
-        let mut r = Response::new(Full::new(Bytes::from(body)));
+        let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
         r.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static(match format {
@@ -143,6 +197,15 @@ impl Ctx {
         );
         r
     }
+}
+
+/// Method, path and query of `req`, owned (the API future outlives it).
+fn parts<B>(req: &Request<B>) -> (Method, String, Option<String>) {
+    (
+        req.method().clone(),
+        req.uri().path().to_string(),
+        req.uri().query().map(str::to_string),
+    )
 }
 
 #[cfg(test)]

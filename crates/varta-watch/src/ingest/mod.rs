@@ -8,4 +8,5 @@ pub mod udp;
 pub mod uds;
 
 pub use udp::{UdpBindError, UdpDrained, UdpListener};
+pub(crate) use uds::check_parent as check_socket_parent;
 pub use uds::{BindError, Drained, UdsListener, UdsPolicy};

@@ -127,7 +127,9 @@ impl Meta {
 /// applies without restart).
 const PID_MAX_REFRESH_NS: u64 = 60_000_000_000;
 
-fn check_parent(path: &Path) -> Result<(), BindError> {
+/// Checks a socket's directory (exists, not a symlink, not world-writable
+/// without the sticky bit); shared with the control socket.
+pub(crate) fn check_parent(path: &Path) -> Result<(), BindError> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

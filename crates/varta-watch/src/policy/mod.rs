@@ -30,7 +30,7 @@ use crate::identity::{
 use crate::tracker::{Admitted, ClassTimeouts, Tracker};
 
 /// pid → (identity, rule).
-type Table = FxHashMap<u32, (IdentityId, Option<u16>)>;
+pub type Table = FxHashMap<u32, (IdentityId, Option<u16>)>;
 
 /// pid → (identity, rule) for the agents whose identity is known; shared
 /// by the sinks on the detection thread (log lines, JSON export, recovery
@@ -77,6 +77,14 @@ impl Names {
             || format!("#{}", name.0),
             |n| n.registry.name_str(name).to_string(),
         )
+    }
+
+    /// Copies the pid → (identity, rule) table into `out` (reusing its
+    /// allocation): the entries are small `Copy` values, so this is a
+    /// memcpy of the table — how a control-API snapshot takes names to
+    /// another thread without touching this `Rc`.
+    pub fn copy_table_into(&self, out: &mut Table) {
+        out.clone_from(&self.table.borrow());
     }
 
     /// Agents with a known identity.

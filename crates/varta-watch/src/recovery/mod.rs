@@ -19,6 +19,7 @@
 
 pub mod child;
 pub mod command;
+pub mod history;
 pub mod policy;
 mod runner;
 
@@ -114,6 +115,7 @@ pub struct Recovery {
     reports: Receiver<Report>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<RecoveryStats>,
+    history: Arc<history::RecoveryHistory>,
 }
 
 pub(crate) fn policy_settings(cfg: &RecoveryConfig) -> PolicySettings {
@@ -146,6 +148,9 @@ impl Recovery {
         let (req_tx, req_rx) = mpsc::sync_channel(REQUEST_QUEUE);
         let (rep_tx, rep_rx) = mpsc::sync_channel(REPORT_QUEUE);
         let stats = Arc::new(RecoveryStats::default());
+        let history = Arc::new(history::RecoveryHistory::new(
+            cfg.map_or(1, |c| c.table_capacity as usize),
+        ));
         let placeholder = PolicySettings {
             debounce_ns: 0,
             max_attempts: 1,
@@ -173,6 +178,7 @@ impl Recovery {
             audit,
             clock,
             stats: stats.clone(),
+            history: history.clone(),
             children: FxHashMap::default(),
             timeouts: BTreeSet::new(),
             group_kills: BTreeSet::new(),
@@ -190,6 +196,7 @@ impl Recovery {
             reports: rep_rx,
             thread: Some(thread),
             stats,
+            history,
         })
     }
 
@@ -207,6 +214,11 @@ impl Recovery {
     /// Counters of the recovery machinery.
     pub fn stats(&self) -> Arc<RecoveryStats> {
         self.stats.clone()
+    }
+
+    /// What recovery did per agent (read by the control API).
+    pub fn history(&self) -> Arc<history::RecoveryHistory> {
+        self.history.clone()
     }
 
     /// Reports waiting for the event stream (non-blocking).

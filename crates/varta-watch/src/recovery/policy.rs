@@ -238,6 +238,16 @@ impl Policy {
         self.given_up
     }
 
+    /// Commands started for `key` inside its current window.
+    pub fn attempts(&self, key: Key) -> u32 {
+        self.table.get(&key).map_or(0, |e| e.attempts.len() as u32)
+    }
+
+    /// Whether the table has state for `key`.
+    pub fn has(&self, key: Key) -> bool {
+        self.table.contains_key(&key)
+    }
+
     /// Whether `key` is currently given up.
     pub fn is_given_up(&self, key: Key) -> bool {
         self.table.get(&key).is_some_and(|e| e.given_up)

@@ -98,6 +98,8 @@ pub(super) struct Runner {
     pub audit: Option<AuditLog>,
     pub clock: ObserverClock,
     pub stats: Arc<RecoveryStats>,
+    /// Per-pid summaries for the control API.
+    pub history: Arc<super::history::RecoveryHistory>,
     pub children: FxHashMap<u32, Running>,
     /// (deadline, child pid): start the kill ladder.
     pub timeouts: BTreeSet<(Instant, u32)>,
@@ -199,6 +201,7 @@ impl Runner {
                             Key::Pid(pid) => pid,
                             Key::Name(_) => 0,
                         };
+                        self.history.cleared(pid);
                         self.report(pid, 0, RecoveryOutcome::GivenUpCleared);
                     }
                 }
@@ -617,6 +620,19 @@ impl Runner {
     }
 
     fn report(&mut self, pid: u32, child: u32, outcome: RecoveryOutcome) {
+        if pid != 0 && outcome != RecoveryOutcome::GivenUpCleared {
+            let key = Key::Pid(pid);
+            let policy = &self.policy;
+            self.history.record(
+                pid,
+                super::history::History {
+                    attempts: policy.attempts(key),
+                    last_outcome: Some(outcome.as_str()),
+                    given_up: policy.is_given_up(key),
+                },
+                |p| policy.has(Key::Pid(p)),
+            );
+        }
         match self.reports.try_send(Report {
             pid,
             child,

@@ -42,6 +42,7 @@
 
 mod alerts;
 pub mod by_name;
+mod control;
 mod enc;
 pub mod endpoint;
 mod original;
@@ -198,6 +199,9 @@ pub struct Observations {
     /// `varta_alertmanager_*`: the push's counters, set once at start when
     /// `--alertmanager-url` is given.
     pub alerts: OnceLock<Arc<crate::alert::AlertStats>>,
+    /// `varta_control_*`: the control API's counters, set once at start
+    /// when `--control-socket` is on.
+    pub control: OnceLock<Arc<crate::control::ControlStats>>,
 }
 
 impl Default for Observations {
@@ -222,6 +226,7 @@ impl Observations {
             recovery_table_reclaims: AtomicU64::new(0),
             log_suppressed: Default::default(),
             alerts: OnceLock::new(),
+            control: OnceLock::new(),
         }
     }
 
@@ -434,6 +439,7 @@ impl Collector for Families {
         original::encode(&mut e, &self.0, &snapshot, format)?;
         ours::encode(&mut e, &self.0, &snapshot)?;
         alerts::encode(&mut e, self.0.obs.alerts.get().map(|a| &**a))?;
+        control::encode(&mut e, self.0.obs.control.get().map(|c| &**c))?;
         by_name::encode(&mut e, self.0.by_name.as_deref(), &snapshot)
     }
 }

@@ -79,7 +79,11 @@ enum Cmd {
     /// admission; accepted beats of a steady UDP set with and without
     /// 100 k new pids/s, and stall overshoot during the churn.
     Churn(ChurnArgs),
-    /// Every scenario above but churn, in that order.
+    /// Alertmanager push (ours only): stall event → alert at a fake
+    /// Alertmanager, and through a real one (Debian's
+    /// prometheus-alertmanager, if installed) to its webhook; p50/p99.
+    Alerts(AlertsArgs),
+    /// Every scenario above but churn and alerts, in that order.
     All(Box<AllArgs>),
     /// (internal) one agent process used as load generator.
     #[command(hide = true)]
@@ -192,6 +196,28 @@ pub struct ChurnArgs {
     /// Seed of the silence-time PRNG (repetition r uses seed + r).
     #[arg(long, default_value_t = 0x5eed)]
     pub churn_seed: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AlertsArgs {
+    /// Agents per repetition, each falling silent once [default: 50; --quick 10].
+    #[arg(long)]
+    pub alerts_agents: Option<usize>,
+    /// Seconds over which they fall silent [default: 5; --quick 3].
+    #[arg(long)]
+    pub alerts_secs: Option<f64>,
+    /// Stall threshold of the observer, ms.
+    #[arg(long, default_value_t = 500)]
+    pub alerts_threshold_ms: u64,
+    /// Beat interval of the agents, ms.
+    #[arg(long, default_value_t = 100)]
+    pub alerts_interval_ms: u64,
+    /// Only the fake Alertmanager, even if prometheus-alertmanager is installed.
+    #[arg(long)]
+    pub alerts_no_alertmanager: bool,
+    /// Seed of the silence-time PRNG (repetition r uses seed + r).
+    #[arg(long, default_value_t = 0x5eed)]
+    pub alerts_seed: u64,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -470,6 +496,7 @@ fn main() -> ExitCode {
         Cmd::Recovery(a) => vec![Scenario::Recovery(a.clone())],
         Cmd::Scrape(a) => vec![Scenario::Scrape(a.clone())],
         Cmd::Churn(a) => vec![Scenario::Churn(a.clone())],
+        Cmd::Alerts(a) => vec![Scenario::Alerts(a.clone())],
         Cmd::All(a) => vec![
             Scenario::Ingest(a.ingest.clone()),
             Scenario::IngestUdp(a.ingest_udp.clone()),
@@ -555,6 +582,7 @@ enum Scenario {
     Recovery(RecoveryArgs),
     Scrape(ScrapeArgs),
     Churn(ChurnArgs),
+    Alerts(AlertsArgs),
 }
 
 impl Scenario {
@@ -569,6 +597,7 @@ impl Scenario {
             Scenario::Recovery(_) => "recovery",
             Scenario::Scrape(_) => "scrape",
             Scenario::Churn(_) => "churn",
+            Scenario::Alerts(_) => "alerts",
         }
     }
 }
@@ -595,5 +624,6 @@ fn run_scenario(
         Scenario::Recovery(a) => scenarios::recovery::run(a, common, &binaries(bins)?),
         Scenario::Scrape(a) => scenarios::scrape::run(a, common, &binaries(bins)?),
         Scenario::Churn(a) => scenarios::churn::run(a, common, &binaries(bins)?),
+        Scenario::Alerts(a) => scenarios::alerts::run(a, common, &binaries(bins)?),
     }
 }

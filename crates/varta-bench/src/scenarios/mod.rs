@@ -1,5 +1,6 @@
 //! One module per scenario; each returns its results and goals.
 
+pub mod alerts;
 pub mod beat;
 pub mod churn;
 pub mod detect;

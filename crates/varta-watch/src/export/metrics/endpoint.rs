@@ -171,8 +171,11 @@ pub struct ObserverService {
     health: Arc<LoopHealth>,
     /// The newest body per format (index: [`format_slot`]) and when it was
     /// rendered.
-    bodies: Mutex<[Option<(Instant, Vec<u8>)>; 2]>,
+    bodies: Mutex<[Option<CachedBody>; 2]>,
 }
+
+/// A rendered `/metrics` body and when it was rendered.
+type CachedBody = (Instant, Vec<u8>);
 
 /// Index of a format in [`ObserverService`]'s body cache.
 const fn format_slot(format: Format) -> usize {

@@ -136,13 +136,16 @@ fn alerts_of(v: &Value) -> Vec<Value> {
     }
 }
 
+/// Whether alert `a` has the `pid` label `pid`.
+fn pid_is(a: &Value, pid: u32) -> bool {
+    a["labels"]["pid"].as_str().and_then(|p| p.parse().ok()) == Some(pid)
+}
+
 /// A webhook alert of `alertname` for `pid` with `status`.
 fn webhook_alert(v: &Value, alertname: &str, pid: u32, status: &str) -> Option<Value> {
-    alerts_of(v).into_iter().find(|a| {
-        a["status"] == status
-            && a["labels"]["alertname"] == alertname
-            && a["labels"]["pid"] == pid.to_string()
-    })
+    alerts_of(v)
+        .into_iter()
+        .find(|a| a["status"] == status && a["labels"]["alertname"] == alertname && pid_is(a, pid))
 }
 
 /// Starts Alertmanager routing everything to `hook` at once
@@ -321,11 +324,8 @@ fn a_dead_target_neither_delays_another_nor_detection() {
     first.wait().unwrap();
     let killed = Instant::now();
     live.wait_for("the first stall at the live target", |v| {
-        webhook_alert(v, "VartaAgentStalled", pid1, "firing").or_else(|| {
-            alerts_of(v)
-                .into_iter()
-                .find(|a| a["labels"]["pid"] == pid1.to_string())
-        })
+        webhook_alert(v, "VartaAgentStalled", pid1, "firing")
+            .or_else(|| alerts_of(v).into_iter().find(|a| pid_is(a, pid1)))
     });
     // Threshold 300 ms; the dead target's 3 s timeout must not be in the way.
     let took = killed.elapsed();
@@ -341,9 +341,7 @@ fn a_dead_target_neither_delays_another_nor_detection() {
     second.kill().unwrap();
     second.wait().unwrap();
     live.wait_for("the second stall at the live target", |v| {
-        alerts_of(v)
-            .into_iter()
-            .find(|a| a["labels"]["pid"] == pid2.to_string())
+        alerts_of(v).into_iter().find(|a| pid_is(a, pid2))
     });
     let start = Instant::now();
     loop {
@@ -379,7 +377,24 @@ fn a_dead_target_neither_delays_another_nor_detection() {
         )
     )
     .is_some());
-    drop(obs);
+    // SIGTERM with one target timing out and one refusing: the flush is
+    // bounded (1.5 s, ≤ 2 s in all), the observer exits cleanly.
+    let mut child = obs.child;
+    let t = Instant::now();
+    nix::sys::signal::kill(child.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < PATIENCE,
+            "observer did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = t.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_millis(3500), "shutdown took {took:?}");
     drop(blackhole);
 }
 

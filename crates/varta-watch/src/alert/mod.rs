@@ -276,3 +276,159 @@ impl Drop for AlertSink {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Origin;
+    use crate::identity::{IdentityRecord, Registry};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
+
+    fn capture() -> (sender::Post, Seen) {
+        let seen: Seen = Arc::default();
+        let s = seen.clone();
+        let post: sender::Post = Box::new(move |body: &[u8], _| {
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            s.lock()
+                .unwrap()
+                .extend(v.as_array().unwrap().iter().cloned());
+            Ok(())
+        });
+        (post, seen)
+    }
+
+    /// Waits for the `n`-th alert and returns (alertname, key label, firing).
+    fn nth(seen: &Seen, n: usize) -> (String, String, bool) {
+        let start = Instant::now();
+        loop {
+            if let Some(a) = seen.lock().unwrap().get(n) {
+                let l = &a["labels"];
+                let key = l["pid"].as_str().or(l["name"].as_str()).unwrap_or("");
+                let starts = humantime::parse_rfc3339(a["startsAt"].as_str().unwrap()).unwrap();
+                let ends = humantime::parse_rfc3339(a["endsAt"].as_str().unwrap()).unwrap();
+                let firing = ends > SystemTime::now() && ends > starts + Duration::from_secs(60);
+                return (l["alertname"].as_str().unwrap().into(), key.into(), firing);
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "no alert #{n}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn stall(pid: u32) -> Event {
+        Event::Stall {
+            pid,
+            last_nonce: 1,
+            last_beat_ns: 1_000_000_000,
+            origin: Origin::KernelAttested,
+            foreign_ns: false,
+        }
+    }
+
+    fn recovery(pid: u32, outcome: RecoveryOutcome) -> Event {
+        Event::Recovery {
+            pid,
+            child: 0,
+            outcome,
+        }
+    }
+
+    /// An event and the alert it must send: (alertname, pid or name, firing).
+    type Step = (Event, Option<(&'static str, &'static str, bool)>);
+
+    #[test]
+    fn events_become_alerts_and_resolutions() {
+        let registry = Arc::new(Registry::new(64));
+        let db = registry.name_id(registry.intern(IdentityRecord {
+            name: "db".into(),
+            ..IdentityRecord::unknown()
+        }));
+        let cfg = AlertmanagerConfig {
+            targets: vec!["t".into()],
+            instance: "h".into(),
+            resend: Duration::from_secs(600),
+            timeout: Duration::from_secs(1),
+            auth: crate::config::AlertAuth::None,
+        };
+        let (post, seen) = capture();
+        let mut sink = start_with(&cfg, Names::new(registry), vec![post]).unwrap();
+        let steps: Vec<Step> = vec![
+            // Agents that never stalled: nothing to resolve, nothing sent.
+            (
+                Event::Exit {
+                    pid: 77,
+                    timestamp: 1,
+                    payload: 0,
+                    origin: Origin::KernelAttested,
+                    foreign_ns: false,
+                },
+                None,
+            ),
+            (Event::NewLife { pid: 78 }, None),
+            (stall(5), Some(("VartaAgentStalled", "5", true))),
+            (
+                recovery(5, RecoveryOutcome::GivenUp),
+                Some(("VartaAgentGivenUp", "5", true)),
+            ),
+            // Exit resolves the stall, not the given-up alert.
+            (
+                Event::Exit {
+                    pid: 5,
+                    timestamp: 2,
+                    payload: 0,
+                    origin: Origin::KernelAttested,
+                    foreign_ns: false,
+                },
+                Some(("VartaAgentStalled", "5", false)),
+            ),
+            (
+                recovery(5, RecoveryOutcome::GivenUpCleared),
+                Some(("VartaAgentGivenUp", "5", false)),
+            ),
+            (
+                Event::Missing { name: db },
+                Some(("VartaAgentMissing", "db", true)),
+            ),
+            (
+                Event::Present { name: db, pid: 9 },
+                Some(("VartaAgentMissing", "db", false)),
+            ),
+            (stall(6), Some(("VartaAgentStalled", "6", true))),
+            (
+                Event::Recovered {
+                    pid: 6,
+                    nonce: 2,
+                    status: varta_vlp::Status::Ok,
+                    payload: 0,
+                    silent_ns: 1,
+                },
+                Some(("VartaAgentStalled", "6", false)),
+            ),
+            (stall(7), Some(("VartaAgentStalled", "7", true))),
+            (
+                Event::Eviction {
+                    pid: 7,
+                    was_live: false,
+                },
+                Some(("VartaAgentStalled", "7", false)),
+            ),
+        ];
+        let mut n = 0;
+        for (event, want) in steps {
+            sink.on_event(5_000_000_000, &event);
+            if let Some((name, key, firing)) = want {
+                assert_eq!(
+                    nth(&seen, n),
+                    (name.into(), key.into(), firing),
+                    "after {event:?}"
+                );
+                n += 1;
+            }
+        }
+        sink.shutdown();
+        assert_eq!(seen.lock().unwrap().len(), n, "nothing else was sent");
+        assert_eq!(sink.stats().queue_depth(), 0);
+    }
+}

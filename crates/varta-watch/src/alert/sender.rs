@@ -419,3 +419,28 @@ mod tests {
         assert!(stats.targets[0].failed() >= 2);
     }
 }
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    /// https goes through rustls (ring provider built in): a peer that is
+    /// no TLS server is a retryable error, never a panic of the sender.
+    #[test]
+    fn https_to_a_non_tls_peer_is_a_retryable_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                use std::io::Write;
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            }
+        });
+        let mut post = ureq_post(&format!("https://{addr}"), None, Duration::from_secs(2));
+        match post(b"[]", Duration::from_secs(2)) {
+            Err(PostError::Retry(e)) => assert!(!e.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        t.join().unwrap();
+    }
+}

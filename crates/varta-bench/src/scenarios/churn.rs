@@ -3,8 +3,10 @@
 //! 1. Identity resolution: `procread::read("/proc", pid)` timed over live
 //!    `sleep` children (the identity thread's work per new UDS agent), and
 //!    the detection loop's share of admitting an agent with identity
-//!    resolution on (admission recorded, a request queued, the answer
-//!    applied) vs off, in-process.
+//!    resolution on vs off, in-process, through the daemon's own `Policy`
+//!    (admission recorded, a request queued to the identity thread or the
+//!    agent named `unknown` when that bounded queue is full, the answer
+//!    applied on the `Waker`'s wake-up).
 //! 2. Accepted beat rate under churn: our release observer with a plaintext
 //!    UDP listener, a steady set of pids beating at a fixed rate, with and
 //!    without a stream of fresh pids (each beats once and falls silent);
@@ -30,7 +32,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -39,8 +41,9 @@ use serde::Serialize;
 use serde_json::json;
 use varta_vlp::{Frame, Status, FRAME_LEN};
 use varta_watch::config::EvictionPolicy;
-use varta_watch::events::{Event, EventBus, Origin};
-use varta_watch::identity::{attested_record, procread, Registry};
+use varta_watch::events::{EventBus, Origin};
+use varta_watch::identity::{procread, Registry};
+use varta_watch::policy::Policy;
 use varta_watch::tracker::{Incoming, NoProbe, Tracker, TrackerSettings, Verdict};
 
 use super::{rotated, SplitMix, Table};
@@ -141,21 +144,23 @@ struct AdmitCost {
     agents: u32,
     /// Loop-thread CPU ns per admitted agent, identity resolution off.
     off_ns: f64,
-    /// The same with admissions recorded, queued to an identity thread and
-    /// the answers applied (the daemon's `Policy` path, rebuilt here).
+    /// The same through the daemon's `Policy` (admissions queued to the
+    /// identity thread, the answers applied).
     on_ns: f64,
+    /// Agents named `unknown` at once because the identity queue was full
+    /// (the bounded budget at work), identity on.
+    queue_full: u64,
 }
 
 /// The loop thread's CPU per admitted kernel-attested agent, identity
-/// resolution off vs on. `Policy::new` needs a `mio::Waker` (this crate
-/// does not depend on mio), so the on-path is rebuilt from the same public
-/// pieces the policy engine uses: `Tracker::record_admissions` /
-/// `take_admitted` after every 32-frame batch, a `sync_channel(16384)`
-/// `try_send` per admission (what `Resolver::request` is), an identity
-/// thread calling `procread::read` and replying, and per reply
-/// `is_life` + `attested_record` + `Registry::intern` + `assign_class` +
-/// an `Identified` event (what `Policy::on_wake` does without rules).
-fn admit_cost(n: u32, on: bool) -> Res<f64> {
+/// resolution off vs on, through the daemon's own `Policy`: after every
+/// 32-frame batch `Policy::after_batch` (admissions to the identity
+/// thread), and — as the daemon's mio loop does when the identity thread's
+/// `Waker` fires — `Policy::on_wake` (answers applied: `is_life`, identity
+/// record, interning, rule match, class assignment, `Identified` event).
+/// Both paths poll the same mio `Poll` once per batch with a zero timeout,
+/// as the daemon's loop waits on epoll every iteration.
+fn admit_cost(n: u32, on: bool) -> Res<(f64, u64)> {
     let mut t = Tracker::new(TrackerSettings {
         capacity: n,
         threshold_ns: 5_000_000_000,
@@ -167,43 +172,30 @@ fn admit_cost(n: u32, on: bool) -> Res<f64> {
         allow_cross_namespace: false,
     });
     let mut bus = EventBus::new();
-    let registry = Registry::default();
-    if on {
-        t.record_admissions();
-    }
-    let (req_tx, req_rx) = mpsc::sync_channel::<(u32, u64)>(16_384);
-    let (rep_tx, rep_rx) = mpsc::sync_channel(16_384);
-    let worker = std::thread::spawn(move || {
-        while let Ok((pid, start)) = req_rx.recv() {
-            let raw = procread::read(Path::new("/proc"), pid);
-            if rep_tx.send((pid, start, raw)).is_err() {
-                return;
-            }
-        }
-    });
+    let mut poll = mio::Poll::new()?;
+    let mut events = mio::Events::with_capacity(8);
+    const WAKE: mio::Token = mio::Token(0);
+    let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
+    let config = match varta_watch::config::load(
+        ["varta-watch", "--threshold-ms", "5000"].map(std::ffi::OsString::from),
+    )? {
+        varta_watch::config::Loaded::Run(c) => c,
+        _ => return Err("default configuration did not load".into()),
+    };
+    let mut policy = if on {
+        let p = Policy::new(&config, Arc::new(Registry::default()), waker, 0)?;
+        p.setup(&mut t);
+        Some(p)
+    } else {
+        None
+    };
     // Pids above pid_max: the identity thread's read fails at once, as for
     // a process gone before it was read.
     let pids: Vec<u32> = (0..n).map(|i| 4_000_000 + i).collect();
     let mut verdicts = [Verdict::Dropped; 32];
     let mut batch = Vec::with_capacity(32);
-    let mut queued = 0u64;
-    let mut applied = 0u64;
-    let apply = |t: &mut Tracker, bus: &mut EventBus, (pid, start, raw)| {
-        if t.is_life(pid, start) {
-            let rec = attested_record(Option::as_ref(&raw), None, pid);
-            let id = registry.intern(rec);
-            t.assign_class(pid, 0);
-            bus.emit(
-                0,
-                Event::Identified {
-                    pid,
-                    identity: id,
-                    rule: None,
-                },
-            );
-        }
-    };
     let cpu0 = thread_cpu_ns();
+    let mut now = 1_000_000_000;
     for (k, chunk) in pids.chunks(32).enumerate() {
         batch.clear();
         batch.extend(chunk.iter().map(|&pid| Incoming {
@@ -214,7 +206,7 @@ fn admit_cost(n: u32, on: bool) -> Res<f64> {
             new_session: false,
             peer: None,
         }));
-        let now = 1_000_000_000 + k as u64;
+        now = 1_000_000_000 + k as u64;
         t.on_batch(
             now,
             &batch,
@@ -222,36 +214,34 @@ fn admit_cost(n: u32, on: bool) -> Res<f64> {
             &mut bus,
             &mut verdicts[..batch.len()],
         );
-        if on {
-            for a in t.take_admitted() {
-                if req_tx.try_send((a.pid, a.start_time)).is_ok() {
-                    queued += 1;
-                }
-            }
-            for r in rep_rx.try_iter() {
-                apply(&mut t, &mut bus, r);
-                applied += 1;
+        poll.poll(&mut events, Some(Duration::ZERO))?;
+        if let Some(p) = policy.as_mut() {
+            p.after_batch(now, &mut t, &mut bus);
+            if !events.is_empty() {
+                p.on_wake(now, &mut t, &mut bus);
             }
         }
     }
     let mut cpu = thread_cpu_ns() - cpu0;
-    if on {
+    if let Some(p) = policy.as_mut() {
         // The rest of the answers: blocking waits are not loop CPU.
-        while applied < queued {
-            let r = rep_rx.recv()?;
+        let identified = |p: &Policy| p.names().len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while identified(p) < n as usize {
+            if Instant::now() > deadline {
+                return Err(format!("identity thread answered {} of {n}", identified(p)).into());
+            }
+            poll.poll(&mut events, Some(Duration::from_millis(100)))?;
             let c0 = thread_cpu_ns();
-            apply(&mut t, &mut bus, r);
+            p.on_wake(now, &mut t, &mut bus);
             cpu += thread_cpu_ns() - c0;
-            applied += 1;
         }
     }
-    drop(req_tx);
-    drop(rep_rx);
-    let _ = worker.join();
     if t.len() != n as usize {
         return Err(format!("admitted {} of {n}", t.len()).into());
     }
-    Ok(cpu as f64 / f64::from(n))
+    let queue_full = policy.map_or(0, |p| p.stats().queue_full.load(Ordering::Relaxed));
+    Ok((cpu as f64 / f64::from(n), queue_full))
 }
 
 // ---------------------------------------------------------------------------
@@ -733,10 +723,10 @@ pub fn run(a: &ChurnArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
     let admit_n = if c.quick { 20_000 } else { 100_000 };
     for rep in 0..c.reps {
         let r = read_cost(procs, rounds)?;
-        let off = admit_cost(admit_n, false)?;
-        let on = admit_cost(admit_n, true)?;
+        let (off, _) = admit_cost(admit_n, false)?;
+        let (on, queue_full) = admit_cost(admit_n, true)?;
         eprintln!(
-            "  rep {}: procread p50 {:.0} ns p99 {:.0} ns; loop per admission off {off:.0} ns, on {on:.0} ns",
+            "  rep {}: procread p50 {:.0} ns p99 {:.0} ns; loop per admission off {off:.0} ns, on {on:.0} ns ({queue_full} named unknown: identity queue full)",
             rep + 1,
             r.p50_ns,
             r.p99_ns
@@ -746,6 +736,7 @@ pub fn run(a: &ChurnArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
             agents: admit_n,
             off_ns: off,
             on_ns: on,
+            queue_full,
         });
     }
     let col = |f: &dyn Fn(usize) -> f64| Summary::of(&(0..reads.len()).map(f).collect::<Vec<_>>());
@@ -756,6 +747,7 @@ pub fn run(a: &ChurnArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
     let off = col(&|i| admits[i].off_ns);
     let on = col(&|i| admits[i].on_ns);
     let delta = col(&|i| admits[i].on_ns - admits[i].off_ns);
+    let full = col(&|i| admits[i].queue_full as f64);
     println!(
         "\n### identity: procread::read(\"/proc\", pid) over {procs} live `sleep` children × {rounds} rounds\n"
     );
@@ -766,8 +758,13 @@ pub fn run(a: &ChurnArgs, c: &Common, bins: &Binaries) -> Res<Outcome> {
         "\n### identity: loop-thread CPU per admitted UDS agent ({} agents, in-process)\n",
         num(f64::from(admit_n), 0)
     );
-    let mut t = Table::new(&["identity off, ns", "identity on, ns", "on − off, ns"]);
-    t.row(vec![off.cell(0), on.cell(0), delta.cell(0)]);
+    let mut t = Table::new(&[
+        "identity off, ns",
+        "identity on, ns",
+        "on − off, ns",
+        "named unknown at once (identity queue full)",
+    ]);
+    t.row(vec![off.cell(0), on.cell(0), delta.cell(0), full.cell(0)]);
     t.print();
 
     // Part 2.

@@ -310,7 +310,7 @@ fn a_dead_target_neither_delays_another_nor_detection() {
             "--alertmanager-url",
             &live.url(),
             "--alertmanager-timeout-ms",
-            "3000",
+            "10000",
             "--prom-rate-limit-per-sec",
             "100",
             "--prom-rate-limit-burst",
@@ -327,10 +327,11 @@ fn a_dead_target_neither_delays_another_nor_detection() {
         webhook_alert(v, "VartaAgentStalled", pid1, "firing")
             .or_else(|| alerts_of(v).into_iter().find(|a| pid_is(a, pid1)))
     });
-    // Threshold 300 ms; the dead target's 3 s timeout must not be in the way.
+    // Threshold 300 ms; the dead target's 10 s timeout must not be in the
+    // way (the bound leaves room for a loaded CI machine).
     let took = killed.elapsed();
     assert!(
-        took < Duration::from_millis(2500),
+        took < Duration::from_secs(5),
         "live target got it after {took:?}"
     );
 
@@ -394,7 +395,7 @@ fn a_dead_target_neither_delays_another_nor_detection() {
     };
     let took = t.elapsed();
     assert!(status.success(), "{status:?}");
-    assert!(took < Duration::from_millis(3500), "shutdown took {took:?}");
+    assert!(took < Duration::from_millis(4500), "shutdown took {took:?}");
     drop(blackhole);
 }
 
@@ -449,7 +450,7 @@ fn a_mass_stall_is_a_few_requests_and_costs_detection_little() {
     // Generous: a debug build on a loaded 2-core machine; the point is
     // "no I/O, no blocking" (≈ 1 µs per event), not a benchmark.
     assert!(
-        on_detection_thread < Duration::from_millis(500),
+        on_detection_thread < Duration::from_secs(1),
         "{on_detection_thread:?}"
     );
     sink.shutdown();

@@ -455,3 +455,36 @@ fn a_mass_stall_is_a_few_requests_and_costs_detection_little() {
     );
     sink.shutdown();
 }
+
+#[test]
+fn a_missing_required_agent_fires_from_settings_in_the_config_file() {
+    let target = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("varta.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "alertmanager-url = \"{}\"\nalert-instance = \"cfg-host\"\n\
+             [[agent]]\nmatch = {{ comm = \"ghost\" }}\nname = \"ghost\"\n\
+             [[agent]]\nmatch = {{ name = \"ghost\" }}\nrequired = true\nstartup-grace-ms = 300\n",
+            target.url()
+        ),
+    )
+    .unwrap();
+    let obs = Observer::start_in(dir, &["--config", file.to_str().unwrap()]);
+    let missing = target.wait_for("VartaAgentMissing for ghost", |v| {
+        alerts_of(v)
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "VartaAgentMissing")
+    });
+    let labels = &missing["labels"];
+    assert_eq!(labels["name"], "ghost");
+    assert_eq!(labels["severity"], "critical");
+    assert_eq!(labels["instance"], "cfg-host");
+    assert!(labels.get("pid").is_none(), "{labels}");
+    assert!(missing["annotations"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("Required agent ghost is missing"));
+    drop(obs);
+}

@@ -279,6 +279,9 @@ impl Daemon {
         )
         .map_err(os("cannot start the identity thread"))?;
         policy.setup(&mut tracker);
+        if let Some(o) = &observations {
+            let _ = o.identity.set(policy.stats());
+        }
         let names = policy.names();
         let mut bus = EventBus::new();
         bus.add(Box::new(CountingSink::new(counters.clone())));

@@ -45,6 +45,7 @@ pub mod by_name;
 mod control;
 mod enc;
 pub mod endpoint;
+mod identity;
 mod original;
 mod ours;
 #[cfg(test)]
@@ -202,6 +203,9 @@ pub struct Observations {
     /// `varta_control_*`: the control API's counters, set once at start
     /// when `--control-socket` is on.
     pub control: OnceLock<Arc<crate::control::ControlStats>>,
+    /// `varta_identity_lookups_total`: the policy engine's identity
+    /// resolution counters, set once at start.
+    pub identity: OnceLock<Arc<crate::policy::PolicyStats>>,
 }
 
 impl Default for Observations {
@@ -227,6 +231,7 @@ impl Observations {
             log_suppressed: Default::default(),
             alerts: OnceLock::new(),
             control: OnceLock::new(),
+            identity: OnceLock::new(),
         }
     }
 
@@ -440,6 +445,7 @@ impl Collector for Families {
         ours::encode(&mut e, &self.0, &snapshot)?;
         alerts::encode(&mut e, self.0.obs.alerts.get().map(|a| &**a))?;
         control::encode(&mut e, self.0.obs.control.get().map(|c| &**c))?;
+        identity::encode(&mut e, self.0.obs.identity.get().map(|c| &**c))?;
         by_name::encode(&mut e, self.0.by_name.as_deref(), &snapshot)
     }
 }

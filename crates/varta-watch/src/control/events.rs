@@ -8,6 +8,11 @@
 //! a bounded ring and, when a stream is open, into a bounded
 //! `tokio::sync::broadcast` whose `send` never blocks — a reader that falls
 //! behind loses events, never the loop's time.
+//!
+//! Beats have their own broadcast: they can be a million a second, and a
+//! follower of `kind=stall` must not be cut for lagging behind beats it
+//! never asked for. A follower of both merges the two by the sequence
+//! number the sink gives every item, so it sees events in the loop's order.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -35,6 +40,8 @@ const LAG_CHECK: Duration = Duration::from_millis(100);
 /// One event as the API needs it.
 #[derive(Clone, Copy, Debug)]
 pub struct Item {
+    /// Emission order across both broadcasts.
+    seq: u64,
     at_ns: u64,
     wall: SystemTime,
     event: Event,
@@ -46,6 +53,8 @@ pub struct Item {
 pub struct EventHub {
     ring: Mutex<VecDeque<Item>>,
     live: broadcast::Sender<Item>,
+    /// Beats, only while an open stream asked for them.
+    beats: broadcast::Sender<Item>,
     /// Open streams that asked for `kind=beat`.
     beat_readers: AtomicUsize,
     /// `varta_control_event_readers`.
@@ -61,6 +70,7 @@ impl Default for EventHub {
             // Capacity = the lag limit: a receiver further behind gets
             // `Lagged` (and `len()` tells while it is not reading).
             live: broadcast::channel(LAG_LIMIT).0,
+            beats: broadcast::channel(LAG_LIMIT).0,
             beat_readers: AtomicUsize::new(0),
             readers: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -72,12 +82,13 @@ impl Default for EventHub {
 pub struct ControlSink {
     hub: Arc<EventHub>,
     names: Names,
+    seq: u64,
 }
 
 impl ControlSink {
     /// A sink feeding `hub`, taking identities from `names`.
     pub fn new(hub: Arc<EventHub>, names: Names) -> ControlSink {
-        ControlSink { hub, names }
+        ControlSink { hub, names, seq: 0 }
     }
 }
 
@@ -88,13 +99,21 @@ impl Sink for ControlSink {
         if beat && self.hub.beat_readers.load(Ordering::Relaxed) == 0 {
             return;
         }
+        self.seq += 1;
         let item = Item {
+            seq: self.seq,
             at_ns,
             wall: SystemTime::now(),
             event: *event,
             identity: event.pid().and_then(|p| self.names.identity(p)),
         };
-        if !beat {
+        if beat {
+            if self.hub.beats.receiver_count() > 0 {
+                let _ = self.hub.beats.send(item);
+            }
+            return;
+        }
+        {
             let mut ring = self.hub.ring.lock().unwrap_or_else(|p| p.into_inner());
             if ring.len() == RING {
                 ring.pop_front();
@@ -232,7 +251,11 @@ pub fn follow(
     if beats {
         hub.beat_readers.fetch_add(1, Ordering::Relaxed);
     }
-    let mut live = hub.live.subscribe();
+    let mut feed = Feed {
+        live: hub.live.subscribe(),
+        beats: beats.then(|| hub.beats.subscribe()),
+        pending: [None, None],
+    };
     let guard = ReaderGuard {
         hub: hub.clone(),
         beats,
@@ -256,7 +279,7 @@ pub fn follow(
                 permit = tx.reserve() => {
                     let Ok(permit) = permit else { return }; // client gone
                     let item = loop {
-                        match live.recv().await {
+                        match feed.next().await {
                             Ok(i) if kinds.wants(&i.event) => break i,
                             Ok(_) => continue,
                             Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -273,8 +296,9 @@ pub fn follow(
                 }
                 _ = tick.tick() => {
                     // The connection is not draining: count what waits.
-                    if live.len() >= LAG_LIMIT {
-                        cut(live.len() as u64, &tx);
+                    let waiting = feed.waiting();
+                    if waiting >= LAG_LIMIT {
+                        cut(waiting as u64, &tx);
                         return;
                     }
                 }
@@ -282,6 +306,75 @@ pub fn follow(
         }
     });
     rx
+}
+
+/// A follower's subscriptions: non-beat events, and beats if asked for,
+/// merged in emission order.
+struct Feed {
+    live: broadcast::Receiver<Item>,
+    beats: Option<broadcast::Receiver<Item>>,
+    /// The next item of each receiver, taken but not yet delivered.
+    pending: [Option<Item>; 2],
+}
+
+type Recv = Result<Item, broadcast::error::RecvError>;
+
+impl Feed {
+    /// Items waiting in the broadcasts (the lag).
+    fn waiting(&self) -> usize {
+        self.live
+            .len()
+            .max(self.beats.as_ref().map_or(0, |b| b.len()))
+    }
+
+    /// Fills an empty pending slot from its receiver without waiting.
+    fn fill(
+        slot: &mut Option<Item>,
+        rx: &mut broadcast::Receiver<Item>,
+    ) -> Result<(), broadcast::error::RecvError> {
+        use broadcast::error::{RecvError, TryRecvError};
+        if slot.is_none() {
+            match rx.try_recv() {
+                Ok(i) => *slot = Some(i),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Lagged(n)) => return Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => return Err(RecvError::Closed),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next item in emission order. Both broadcasts are fed by one
+    /// thread, so once an item of one is visible every earlier item of the
+    /// other is too: comparing what is there now is enough.
+    async fn next(&mut self) -> Recv {
+        loop {
+            Self::fill(&mut self.pending[0], &mut self.live)?;
+            if let Some(b) = self.beats.as_mut() {
+                Self::fill(&mut self.pending[1], b)?;
+            }
+            let pick = match (&self.pending[0], &self.pending[1]) {
+                (Some(a), Some(b)) => Some(usize::from(b.seq < a.seq)),
+                (Some(_), None) => Some(0),
+                (None, Some(_)) => Some(1),
+                (None, None) => None,
+            };
+            if let Some(k) = pick {
+                if let Some(item) = self.pending[k].take() {
+                    return Ok(item);
+                }
+            }
+            // Nothing waiting: sleep until either receiver has an item.
+            let got: (usize, Recv) = match self.beats.as_mut() {
+                Some(b) => tokio::select! {
+                    r = self.live.recv() => (0, r),
+                    r = b.recv() => (1, r),
+                },
+                None => (0, self.live.recv().await),
+            };
+            self.pending[got.0] = Some(got.1?);
+        }
+    }
 }
 
 /// A response body fed by a channel of chunks.
@@ -316,6 +409,71 @@ mod tests {
         assert!(Kinds::parse(Some("")).is_err());
     }
 
+    fn beat(pid: u32) -> Event {
+        Event::Beat {
+            pid,
+            nonce: 1,
+            status: varta_vlp::Status::Ok,
+            payload: 0,
+            origin: crate::events::Origin::KernelAttested,
+        }
+    }
+
+    #[test]
+    fn a_follower_of_beats_and_events_gets_them_in_loop_order() {
+        let hub = Arc::new(EventHub::default());
+        let reg = Arc::new(Registry::new(16));
+        hub.beat_readers.fetch_add(1, Ordering::Relaxed);
+        let mut feed = Feed {
+            live: hub.live.subscribe(),
+            beats: Some(hub.beats.subscribe()),
+            pending: [None, None],
+        };
+        let mut sink = ControlSink::new(hub.clone(), Names::new(reg));
+        let sent = [
+            beat(1),
+            Event::NewLife { pid: 2 },
+            beat(3),
+            beat(4),
+            Event::NewLife { pid: 5 },
+            beat(6),
+        ];
+        for (i, e) in sent.iter().enumerate() {
+            sink.on_event(i as u64, e);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let got: Vec<u32> = rt.block_on(async {
+            let mut v = Vec::new();
+            for _ in 0..sent.len() {
+                v.push(feed.next().await.unwrap().event.pid().unwrap());
+            }
+            v
+        });
+        assert_eq!(got, [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn beats_never_make_a_non_beat_follower_lag() {
+        let hub = Arc::new(EventHub::default());
+        let reg = Arc::new(Registry::new(16));
+        // Another stream asked for beats; this one did not.
+        hub.beat_readers.fetch_add(1, Ordering::Relaxed);
+        let _beat_reader = hub.beats.subscribe();
+        let feed = Feed {
+            live: hub.live.subscribe(),
+            beats: None,
+            pending: [None, None],
+        };
+        let mut sink = ControlSink::new(hub.clone(), Names::new(reg));
+        for i in 0..(LAG_LIMIT as u32 * 2) {
+            sink.on_event(u64::from(i), &beat(i));
+        }
+        sink.on_event(0, &Event::NewLife { pid: 7 });
+        assert_eq!(feed.waiting(), 1);
+    }
+
     #[test]
     fn ring_is_bounded_and_skips_beats_without_readers() {
         let hub = Arc::new(EventHub::default());
@@ -323,16 +481,7 @@ mod tests {
         let mut sink = ControlSink::new(hub.clone(), Names::new(reg.clone()));
         for i in 0..(RING as u32 + 10) {
             sink.on_event(u64::from(i), &Event::NewLife { pid: i });
-            sink.on_event(
-                u64::from(i),
-                &Event::Beat {
-                    pid: i,
-                    nonce: 1,
-                    status: varta_vlp::Status::Ok,
-                    payload: 0,
-                    origin: crate::events::Origin::KernelAttested,
-                },
-            );
+            sink.on_event(u64::from(i), &beat(i));
         }
         let body = recent(&hub, &Kinds::parse(None).unwrap(), 5, &reg);
         let text = String::from_utf8(body).unwrap();

@@ -1,42 +1,108 @@
-# Feeds N plaintext UDP agents to a running observer, then takes K agents
-# snapshots through the control API and prints the loop cost of each.
-import json, socket, struct, sys, time, subprocess, zlib
-MAGIC=bytes.fromhex(sys.argv[5]); VERSION=int(sys.argv[6])
-N=int(sys.argv[1]); K=int(sys.argv[2]); ctl=sys.argv[3]; port=int(sys.argv[4])
-s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8<<20)
-def get(path):
-    out=subprocess.run(["curl","-s","--unix-socket",ctl,"http://x"+path],capture_output=True).stdout
+#!/usr/bin/env python3
+"""Loop cost of control-API agents snapshots at N agents (BENCHMARKS.md
+"snapshot").
+
+Starts a release observer (plaintext UDP on loopback, capacity 2^20,
+threshold 10 min so nobody stalls), feeds it N agents with varta-bench's
+UDP load generator (`scrape-load`: sendmmsg, every agent beats once per
+--interval-ms), waits until all N are alive, then takes K snapshots
+(`GET /v1/status` every 300 ms: older than the 250 ms share window, so each
+request makes the loop copy a new one) twice: while the load keeps beating
+(ingest running between chunks) and after it stopped (quiet). Prints the
+loop time of each snapshot (`snapshot.loop_us`, all chunks together) and
+its longest single chunk (`snapshot.longest_chunk_us`), and a summary.
+
+    python3 crates/varta-bench/snapshot_measure.py \\
+        --observer target/release/varta-watch --bench target/release/varta-bench
+"""
+import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
+
+
+def get(ctl, path):
+    out = subprocess.run(["curl", "-s", "--max-time", "30", "--unix-socket", ctl,
+                          "http://x" + path], capture_output=True).stdout
     return json.loads(out)
-T=[]
-for i in range(256):
-    c=i
-    for _ in range(8):
-        c = (c>>1) ^ 0x82F63B78 if c&1 else c>>1
-    T.append(c)
-def crc32c(b):
-    c=0xFFFFFFFF
-    for x in b:
-        c=T[(c^x)&0xFF]^(c>>8)
-    return c^0xFFFFFFFF
-PID0=1<<23
-def frame(pid,nonce):
-    b=MAGIC+bytes([VERSION,0])+struct.pack("<IQQI",pid,nonce*1000,nonce,0)
-    return b+struct.pack("<I",crc32c(b))
-t=time.time()
-dst=("127.0.0.1",port)
-rnd=1
-while True:
-    for i in range(N):
-        s.sendto(frame(PID0+i,rnd),dst)
-        if i%2000==1999: time.sleep(0.004)
-    rnd+=1
-    alive=get("/v1/status")["counts"]["alive"]
-    print(f"round {rnd-1}: {alive} alive after {time.time()-t:.0f} s", file=sys.stderr)
-    if alive>=N: break
-res=[]
-for k in range(K):
-    time.sleep(0.3)  # older than the 250 ms share window: a new snapshot
-    st=get("/v1/status")
-    res.append((st["snapshot"]["loop_us"], st["snapshot"]["longest_chunk_us"], st["snapshot"]["agents"]))
-    print(res[-1])
+
+
+def summary(label, rows):
+    # The status polls while the agents arrive already made snapshots, so
+    # both recycled buffers are warm: every row is steady state.
+    loop = [r[0] / 1000 for r in rows]
+    chunk = [r[1] / 1000 for r in rows]
+    print(f"{label}: {len(rows)} snapshots of {rows[-1][2]} agents: loop median "
+          f"{statistics.median(loop):.2f} ms, min-max {min(loop):.2f}-{max(loop):.2f}; "
+          f"longest chunk median {statistics.median(chunk):.3f} ms, "
+          f"min-max {min(chunk):.3f}-{max(chunk):.3f}")
+
+
+def snapshots(ctl, k, label):
+    rows = []
+    for _ in range(k):
+        time.sleep(0.3)
+        st = get(ctl, "/v1/status")
+        s = st["snapshot"]
+        rows.append((s["loop_us"], s["longest_chunk_us"], s["agents"]))
+        print(label, rows[-1], flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--observer", default="target/release/varta-watch")
+    ap.add_argument("--bench", default="target/release/varta-bench")
+    ap.add_argument("--agents", type=int, default=1_000_000)
+    ap.add_argument("--snapshots", type=int, default=12)
+    ap.add_argument("--interval-ms", type=int, default=10_000)
+    a = ap.parse_args()
+    d = tempfile.mkdtemp(prefix="varta-snap-")
+    out = open(os.path.join(d, "out"), "w+")
+    obs = subprocess.Popen([a.observer, "--socket", os.path.join(d, "w.sock"),
+                            "--tracker-capacity", "1048576", "--threshold-ms", "600000",
+                            "--udp-port", "0", "--i-accept-plaintext-udp",
+                            "--udp-rcvbuf-bytes", "67108864", "--no-export-beats"],
+                           stdout=out, stderr=subprocess.DEVNULL)
+    load = None
+    try:
+        port = None
+        for _ in range(100):
+            time.sleep(0.1)
+            out.seek(0)
+            m = re.search(r"^udp: .*:(\d+)$", out.read(), re.M)
+            if m:
+                port = int(m.group(1))
+                break
+        if port is None:
+            sys.exit("observer printed no udp port")
+        ctl = os.path.join(d, "w.ctl")
+        load = subprocess.Popen([a.bench, "scrape-load", "--target",
+                                 f"127.0.0.1:{port},1000,{a.agents}",
+                                 "--interval-ms", str(a.interval_ms), "--threads", "1"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        t = time.time()
+        while True:
+            time.sleep(1)
+            # While a million agents are admitted the loop may answer
+            # late (an error body): ask again next second.
+            alive = get(ctl, "/v1/status").get("counts", {}).get("alive", 0)
+            print(f"{alive} alive after {time.time()-t:.0f} s", file=sys.stderr, flush=True)
+            if alive >= a.agents:
+                break
+            if time.time() - t > 600:
+                sys.exit("agents did not all arrive")
+        busy = snapshots(ctl, a.snapshots, "under load")
+        load.stdin.close()
+        load.wait()
+        load = None
+        time.sleep(1)
+        quiet = snapshots(ctl, a.snapshots, "quiet")
+        summary(f"under load ({a.agents} agents, one beat each per {a.interval_ms} ms)", busy)
+        summary("quiet (no ingest)", quiet)
+    finally:
+        if load:
+            load.kill()
+        obs.terminate()
+        obs.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -206,7 +206,7 @@ impl ControlApi {
         let agents: Vec<Value> = page
             .slots
             .iter()
-            .map(|&i| render::agent(&snap, snap.slot(i), reg, hist, recovery_on))
+            .map(|&i| render::agent(&snap, snap.record(i), reg, hist, recovery_on))
             .collect();
         Ok(json_response(
             StatusCode::OK,

@@ -109,12 +109,12 @@ impl ControlLoop {
         let Some(c) = &mut self.copier else {
             return;
         };
-        if !c.step(tracker) {
+        if !c.step(tracker, names) {
             let _ = self.shared.waker.wake();
             return;
         }
         let c = self.copier.take().expect("checked above");
-        let snap = c.finish(tracker, names, extras, now_ns);
+        let snap = c.finish(tracker, extras, now_ns);
         let stats = &self.shared.stats;
         stats.snapshot_seconds.observe(snap.loop_time.as_secs_f64());
         stats

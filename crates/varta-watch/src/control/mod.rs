@@ -4,7 +4,7 @@
 //! 0600) and, read-only, under `/api/v1/…` on the metrics TCP listener.
 //!
 //! The detection loop's part is small and bounded: on a wake-up it copies
-//! one chunk of raw tracker slots toward a snapshot ([`snapshot`]), or runs
+//! one chunk of compact agent records toward a snapshot ([`snapshot`]), or runs
 //! a reload the API asked for; a sink copies events into a ring
 //! ([`events`]). Filtering, sorting, names and JSON are the HTTP thread's
 //! work ([`api`], [`query`], [`render`]). Recovery history comes straight
@@ -14,6 +14,7 @@ mod api;
 pub mod events;
 pub mod loop_side;
 pub mod query;
+pub mod record;
 mod render;
 pub mod snapshot;
 pub mod socket;

@@ -4,10 +4,11 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::record::AgentRecord;
 use super::snapshot::AgentsSnapshot;
 use crate::config::Pattern;
 use crate::identity::{IdentityId, Registry};
-use crate::tracker::{Slot, SlotState};
+use crate::tracker::SlotState;
 
 /// `limit` of `/v1/agents`: default and largest.
 pub const AGENTS_LIMIT: (usize, usize) = (1000, 10_000);
@@ -61,8 +62,8 @@ pub fn limit(v: Option<&String>, (default, max): (usize, usize)) -> Result<usize
 }
 
 /// Agent state as the API names it.
-pub fn state_name(s: &Slot) -> &'static str {
-    match s.state {
+pub fn state_name(s: &AgentRecord) -> &'static str {
+    match s.state() {
         SlotState::Live => "alive",
         SlotState::Stalled => "stalled",
         SlotState::Exited => "exited",
@@ -113,7 +114,7 @@ impl Filter {
         Ok(f)
     }
 
-    fn state_ok(&self, s: &Slot) -> bool {
+    fn state_ok(&self, s: &AgentRecord) -> bool {
         if self.states.is_empty() && self.given_up.is_none() {
             return true;
         }
@@ -122,10 +123,10 @@ impl Filter {
     }
 }
 
-/// A page of agents: slot indices, the matching total, the next cursor.
+/// A page of agents: record indices, the matching total, the next cursor.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Page {
-    /// Slot indices, in pid order.
+    /// Record indices ([`AgentsSnapshot::record`]), in pid order.
     pub slots: Vec<u32>,
     /// Agents matching the filters in the snapshot.
     pub total: usize,
@@ -163,14 +164,14 @@ pub fn page(
 ) -> Page {
     let order = snap.order();
     let mut memo: FxHashMap<Option<IdentityId>, bool> = FxHashMap::default();
-    let mut matches = |pid: u32, s: &Slot| -> bool {
+    let mut matches = |s: &AgentRecord| -> bool {
         if !f.state_ok(s) {
             return false;
         }
         let Some(p) = &f.name else {
             return true;
         };
-        let id = snap.name_entry(pid).map(|e| e.0);
+        let id = s.identity();
         *memo.entry(id).or_insert_with(|| {
             let name = id.map_or_else(
                 || crate::identity::UNKNOWN.into(),
@@ -186,8 +187,8 @@ pub fn page(
     let mut total = 0;
     let mut slots = Vec::new();
     let mut next = None;
-    for (i, &(pid, idx)) in order.iter().enumerate() {
-        if !matches(pid, snap.slot(idx)) {
+    for (i, &(_, idx)) in order.iter().enumerate() {
+        if !matches(snap.record(idx)) {
             continue;
         }
         total += 1;
@@ -197,7 +198,7 @@ pub fn page(
         if slots.len() < limit {
             slots.push(idx);
         } else if next.is_none() {
-            next = Some(snap.slot(*slots.last().expect("limit >= 1")).pid);
+            next = Some(snap.record(*slots.last().expect("limit >= 1")).pid);
         }
     }
     Page { slots, total, next }
@@ -207,36 +208,36 @@ pub fn page(
 mod tests {
     use super::*;
     use crate::identity::IdentityRecord;
-    use crate::policy::Table;
+    use crate::policy::SlotName;
     use crate::tracker::Slot;
 
-    fn slot(pid: u32, state: SlotState) -> Slot {
+    fn record(pid: u32, state: SlotState, name: SlotName) -> AgentRecord {
         let mut s = Slot::empty();
         s.pid = pid;
         s.state = state;
-        s
+        AgentRecord::of(&s, name)
     }
 
     fn snap(reg: &Registry) -> AgentsSnapshot {
-        // Slot order is not pid order; one free slot.
-        let mut slots = Vec::new();
+        // Record (slot) order is not pid order.
+        let mut rec = IdentityRecord::unknown();
+        rec.name = "nginx.service".into();
+        let id = reg.intern(rec);
+        let mut records = Vec::new();
         for pid in (1..=50u32).rev() {
             let st = match pid % 3 {
                 0 => SlotState::Stalled,
                 1 => SlotState::Live,
                 _ => SlotState::Exited,
             };
-            slots.push(slot(pid, st));
+            let name = if pid % 2 == 0 {
+                SlotName::new(id, None)
+            } else {
+                SlotName::UNKNOWN
+            };
+            records.push(record(pid, st, name));
         }
-        slots.push(Slot::empty());
-        let mut names = Table::default();
-        let mut rec = IdentityRecord::unknown();
-        rec.name = "nginx.service".into();
-        let id = reg.intern(rec);
-        for pid in (2..=50).step_by(2) {
-            names.insert(pid, (id, None));
-        }
-        AgentsSnapshot::from_parts(slots, names, Default::default(), 0, 0)
+        AgentsSnapshot::from_parts(records, Default::default(), 0, 0)
     }
 
     #[test]
@@ -264,7 +265,7 @@ mod tests {
         loop {
             let p = page(&s, &reg, &f, after, 7);
             assert_eq!(p.total, 50);
-            seen.extend(p.slots.iter().map(|&i| s.slot(i).pid));
+            seen.extend(p.slots.iter().map(|&i| s.record(i).pid));
             match p.next {
                 Some(n) => after = Some(n),
                 None => break,
@@ -283,7 +284,7 @@ mod tests {
         assert!(p
             .slots
             .iter()
-            .all(|&i| s.slot(i).state == SlotState::Stalled));
+            .all(|&i| s.record(i).state() == SlotState::Stalled));
         let p = page(&s, &reg, &st("alive,exited"), None, 100);
         assert_eq!(p.total, 34);
         let g = Filter::parse(Some(&"given_up".to_string()), None, || {

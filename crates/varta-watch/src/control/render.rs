@@ -3,22 +3,22 @@
 use serde_json::{json, Value};
 
 use super::query::state_name;
+use super::record::AgentRecord;
 use super::snapshot::AgentsSnapshot;
 use super::{LastReload, ReloadOutcome, Shared};
 use crate::identity::{IdentityRecord, Registry};
 use crate::recovery::history::RecoveryHistory;
-use crate::tracker::{Slot, SlotState, HAS_NONCE};
+use crate::tracker::SlotState;
 
 /// One `<agent>`.
 pub fn agent(
     snap: &AgentsSnapshot,
-    s: &Slot,
+    s: &AgentRecord,
     registry: &Registry,
     history: Option<&RecoveryHistory>,
     recovery_on: bool,
 ) -> Value {
-    let entry = snap.name_entry(s.pid);
-    let rec: Option<std::sync::Arc<IdentityRecord>> = entry.map(|e| registry.get(e.0));
+    let rec: Option<std::sync::Arc<IdentityRecord>> = s.identity().map(|id| registry.get(id));
     let r = rec.as_deref();
     let age_ns = snap.now_ns.saturating_sub(s.last_beat_ns);
     let age_ms = age_ns / 1_000_000;
@@ -42,14 +42,14 @@ pub fn agent(
         "exe": r.and_then(|r| r.exe.as_deref()),
         "uid": r.and_then(|r| r.uid),
         "peer": r.and_then(|r| r.peer).map(|p| p.to_string()),
-        "origin": s.origin.as_str(),
+        "origin": s.origin().as_str(),
         "last_beat_unix_ms": snap.wall_unix_ms.saturating_sub(age_ms),
         "last_beat_age_ms": age_ms,
-        "nonce": (s.flags & HAS_NONCE != 0).then_some(s.last_nonce),
+        "nonce": s.nonce(),
         // As /metrics: `stall` while the observer considers it stalled.
-        "status": if s.state == SlotState::Stalled { "stall" } else { s.status.as_str() },
+        "status": if s.state() == SlotState::Stalled { "stall" } else { s.status().as_str() },
         "payload": s.payload,
-        "rule": entry.and_then(|e| e.1).map(|r| u32::from(r) + 1),
+        "rule": s.rule().map(|r| u32::from(r) + 1),
         "threshold_ms": snap.threshold_ms(s),
         "recovery": recovery,
     })

@@ -32,12 +32,73 @@ use crate::tracker::{Admitted, ClassTimeouts, Tracker};
 /// pid → (identity, rule).
 pub type Table = FxHashMap<u32, (IdentityId, Option<u16>)>;
 
+/// (identity, rule) of the agent in one tracker slot, in 8 bytes: the
+/// control API's snapshot reads these sequentially beside the slots
+/// instead of cloning the pid-keyed [`Table`] (tens of MB at 1 M agents).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotName {
+    /// `u32::MAX`: unknown (the registry never holds 2^32 records).
+    identity: u32,
+    /// `u16::MAX`: no rule.
+    rule: u16,
+}
+
+impl SlotName {
+    /// Identity not resolved (yet).
+    pub const UNKNOWN: SlotName = SlotName {
+        identity: u32::MAX,
+        rule: u16::MAX,
+    };
+
+    /// A resolved identity and its rule.
+    pub fn new(identity: IdentityId, rule: Option<u16>) -> SlotName {
+        SlotName {
+            identity: identity.0,
+            rule: rule.unwrap_or(u16::MAX),
+        }
+    }
+
+    /// From [`SlotName::identity_raw`] and [`SlotName::rule_raw`].
+    pub const fn from_raw(identity: u32, rule: u16) -> SlotName {
+        SlotName { identity, rule }
+    }
+
+    /// The identity, if resolved.
+    pub fn identity(self) -> Option<IdentityId> {
+        (self.identity != u32::MAX).then_some(IdentityId(self.identity))
+    }
+
+    /// The rule, if one matched (and the identity is known).
+    pub fn rule(self) -> Option<u16> {
+        self.identity()?;
+        (self.rule != u16::MAX).then_some(self.rule)
+    }
+
+    /// The packed identity (`u32::MAX`: unknown).
+    #[inline]
+    pub const fn identity_raw(self) -> u32 {
+        self.identity
+    }
+
+    /// The packed rule (`u16::MAX`: none).
+    #[inline]
+    pub const fn rule_raw(self) -> u16 {
+        self.rule
+    }
+}
+
 /// pid → (identity, rule) for the agents whose identity is known; shared
 /// by the sinks on the detection thread (log lines, JSON export, recovery
-/// triggers) with the registry that turns ids into strings.
+/// triggers) with the registry that turns ids into strings. The same
+/// entries are also kept by tracker slot index ([`Names::by_slot`]).
 #[derive(Clone)]
 pub struct Names {
     table: Rc<RefCell<Table>>,
+    /// Parallel to the tracker's slots: written where identities are
+    /// assigned, reset when a slot's agent starts a life (admission, slot
+    /// reuse, new life — all reported by `Tracker::take_admitted`), never
+    /// on the beat path.
+    by_slot: Rc<RefCell<Vec<SlotName>>>,
     registry: Arc<Registry>,
 }
 
@@ -46,6 +107,7 @@ impl Names {
     pub fn new(registry: Arc<Registry>) -> Names {
         Names {
             table: Rc::default(),
+            by_slot: Rc::default(),
             registry,
         }
     }
@@ -79,12 +141,11 @@ impl Names {
         )
     }
 
-    /// Copies the pid → (identity, rule) table into `out` (reusing its
-    /// allocation): the entries are small `Copy` values, so this is a
-    /// memcpy of the table — how a control-API snapshot takes names to
-    /// another thread without touching this `Rc`.
-    pub fn copy_table_into(&self, out: &mut Table) {
-        out.clone_from(&self.table.borrow());
+    /// (identity, rule) by tracker slot index, for the slots that ever had
+    /// an identity (shorter than the tracker's slots: the rest are
+    /// [`SlotName::UNKNOWN`]). Only meaningful for slots in use.
+    pub fn by_slot(&self) -> std::cell::Ref<'_, [SlotName]> {
+        std::cell::Ref::map(self.by_slot.borrow(), |v| v.as_slice())
     }
 
     /// Agents with a known identity.
@@ -97,12 +158,28 @@ impl Names {
         self.table.borrow().is_empty()
     }
 
-    fn set(&self, pid: u32, id: IdentityId, rule: Option<u16>) {
+    /// Names `pid`, held in tracker slot `slot` (None: no longer tracked).
+    fn set(&self, pid: u32, slot: Option<u32>, id: IdentityId, rule: Option<u16>) {
         self.table.borrow_mut().insert(pid, (id, rule));
+        if let Some(i) = slot {
+            let i = i as usize;
+            let mut v = self.by_slot.borrow_mut();
+            if v.len() <= i {
+                v.resize(i + 1, SlotName::UNKNOWN);
+            }
+            v[i] = SlotName::new(id, rule);
+        }
     }
 
     fn remove(&self, pid: u32) {
         self.table.borrow_mut().remove(&pid);
+    }
+
+    /// Slot `slot` got a new agent or life: unnamed until resolved.
+    fn clear_slot(&self, slot: u32) {
+        if let Some(n) = self.by_slot.borrow_mut().get_mut(slot as usize) {
+            *n = SlotName::UNKNOWN;
+        }
     }
 }
 
@@ -289,6 +366,10 @@ impl Policy {
     pub fn after_batch(&mut self, now_ns: u64, tracker: &mut Tracker, bus: &mut EventBus) {
         for a in tracker.take_admitted() {
             self.names.remove(a.pid);
+            // Its slot may have named another agent (reuse) or life.
+            if let Some(i) = tracker.slot_of(a.pid) {
+                self.names.clear_slot(i);
+            }
             self.admitted(now_ns, a, tracker, bus);
         }
     }
@@ -371,7 +452,7 @@ impl Policy {
         let class = rule.map_or(0, |i| self.rule_class[i]);
         tracker.assign_class(pid, class);
         let rule = rule.map(|i| i as u16);
-        self.names.set(pid, id, rule);
+        self.names.set(pid, tracker.slot_of(pid), id, rule);
         if tracker
             .get(pid)
             .is_some_and(|a| a.state == crate::tracker::SlotState::Live)
@@ -450,7 +531,7 @@ impl Policy {
         for (pid, rule) in new_rules {
             if let Some(id) = self.names.identity(pid) {
                 if self.names.rule(pid) != rule {
-                    self.names.set(pid, id, rule);
+                    self.names.set(pid, tracker.slot_of(pid), id, rule);
                     bus.emit(
                         now_ns,
                         Event::Identified {

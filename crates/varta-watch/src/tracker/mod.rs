@@ -737,20 +737,16 @@ impl Tracker {
         }
     }
 
-    /// Slots in use or ever used (free ones included): the range
-    /// [`Tracker::copy_slots`] copies from.
+    /// Slots in use or ever used (free ones included): the length of
+    /// [`Tracker::slots`].
     pub fn slot_count(&self) -> usize {
         self.slots.len()
     }
 
-    /// Appends the raw slots of `range` (clipped to [`Tracker::slot_count`],
-    /// free slots included) to `out`: one `memcpy`, so a control-API
-    /// snapshot of a million agents can be taken in bounded chunks between
-    /// ingest batches, and everything else happens on the reader's thread.
-    pub fn copy_slots(&self, range: std::ops::Range<usize>, out: &mut Vec<Slot>) {
-        let end = range.end.min(self.slots.len());
-        let start = range.start.min(end);
-        out.extend_from_slice(&self.slots[start..end]);
+    /// Every slot, free ones included, read-only: a control-API snapshot
+    /// reads them in bounded chunks between ingest batches.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
     }
 
     /// Number of policy classes ([`Tracker::class_timeouts`] is valid below it).

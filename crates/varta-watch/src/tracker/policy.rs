@@ -108,6 +108,13 @@ impl Tracker {
         std::mem::take(&mut self.admitted)
     }
 
+    /// The slot index of `pid`, if tracked: where the policy engine files
+    /// its name for the control API's snapshot (parallel to
+    /// [`Tracker::slots`]).
+    pub fn slot_of(&self, pid: u32) -> Option<u32> {
+        self.index.get(pid)
+    }
+
     /// Whether `pid` is tracked with the given process start time (still
     /// the life an identity was resolved for).
     pub fn is_life(&self, pid: u32, start_time: u64) -> bool {

@@ -1,0 +1,226 @@
+//! The chunked copy against the tracker and the policy engine it copies:
+//! every tracked agent once, with its state, beat, class, identity and
+//! rule, after admissions, evictions, slot reuse and new lives.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use varta_vlp::{Frame, Status};
+
+use super::*;
+use crate::config::{EvictionPolicy, Loaded};
+use crate::events::{EventBus, Origin};
+use crate::identity::Registry;
+use crate::policy::Policy;
+use crate::tracker::{Incoming, NoProbe, TrackerSettings};
+
+const MS: u64 = 1_000_000;
+
+/// The observer's pieces a snapshot reads, wired as the daemon does.
+struct World {
+    tracker: Tracker,
+    policy: Policy,
+    bus: EventBus,
+    _poll: mio::Poll,
+    _dir: tempfile::TempDir,
+}
+
+/// Two rules: peers in 10.0.0.0/8 get rule #1 (index 0), other
+/// plaintext-UDP agents rule #2 (index 1).
+fn world(capacity: u32) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("varta.toml");
+    std::fs::write(
+        &file,
+        "[[agent]]\nmatch = { peer = \"10.0.0.0/8\" }\nthreshold-ms = 2000\n\
+         [[agent]]\nmatch = { origin = \"network_unverified\" }\nthreshold-ms = 3000\n",
+    )
+    .unwrap();
+    let args = ["varta-watch", "--config", file.to_str().unwrap()];
+    let Ok(Loaded::Run(cfg)) = crate::config::load(args.map(Into::into)) else {
+        panic!("config");
+    };
+    let poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let policy = Policy::new(&cfg, Arc::new(Registry::new(1024)), waker, 0).unwrap();
+    let mut tracker = Tracker::new(TrackerSettings {
+        capacity,
+        threshold_ns: 100 * MS,
+        eviction: EvictionPolicy::Balanced,
+        max_beat_rate: 0,
+        global_beat_rate: 0,
+        global_beat_burst: 0,
+        own_pidns: 0,
+        allow_cross_namespace: false,
+    });
+    policy.setup(&mut tracker);
+    let mut bus = EventBus::new();
+    bus.add(Box::new(policy.sink()));
+    World {
+        tracker,
+        policy,
+        bus,
+        _poll: poll,
+        _dir: dir,
+    }
+}
+
+impl World {
+    /// One plaintext-UDP frame from `pid` at `ip`, then the policy's
+    /// after-batch step, as the loop runs them.
+    fn frame(&mut self, now_ms: u64, pid: u32, ip: [u8; 4], nonce: u64, status: Status) {
+        let peer = SocketAddr::from((ip, 4000 + (pid as u16)));
+        self.incoming(
+            now_ms,
+            Incoming {
+                pid,
+                frame: Frame::new(
+                    status,
+                    pid,
+                    now_ms,
+                    nonce,
+                    (pid * 10).wrapping_add(nonce as u32),
+                ),
+                origin: Origin::NetworkUnverified,
+                pidns: None,
+                new_session: true,
+                peer: Some(peer),
+            },
+        );
+    }
+
+    /// A Unix-socket beat: its identity comes from the identity thread,
+    /// later (never, here: the test does not apply its answers).
+    fn uds(&mut self, now_ms: u64, pid: u32) {
+        self.incoming(
+            now_ms,
+            Incoming {
+                pid,
+                frame: Frame::new(Status::Ok, pid, now_ms, 1, 0),
+                origin: Origin::KernelAttested,
+                pidns: None,
+                new_session: false,
+                peer: None,
+            },
+        );
+    }
+
+    fn incoming(&mut self, now_ms: u64, inc: Incoming) {
+        let now = now_ms * MS;
+        self.tracker.on_frame(now, inc, &mut NoProbe, &mut self.bus);
+        self.tracker.expire(now, &mut self.bus);
+        self.policy
+            .after_batch(now, &mut self.tracker, &mut self.bus);
+        self.bus.end_of_batch(now);
+    }
+
+    /// A snapshot copied `chunk` slots at a time.
+    fn snapshot(&self, pool: &Pool, chunk: usize) -> AgentsSnapshot {
+        let names = self.policy.names();
+        let mut c = Copier::with_chunk(pool, chunk);
+        let mut steps = 1;
+        while !c.step(&self.tracker, &names) {
+            steps += 1;
+        }
+        assert_eq!(steps, self.tracker.slot_count().div_ceil(chunk).max(1));
+        c.finish(&self.tracker, |_| Extras::default(), 0)
+    }
+
+    /// The snapshot equals the tracker and the names, agent by agent.
+    fn check(&self, snap: &AgentsSnapshot) {
+        let names = self.policy.names();
+        let tracked = self.tracker.snapshot();
+        assert_eq!(snap.records().len(), tracked.len(), "one record per agent");
+        assert_eq!(snap.order().len(), tracked.len());
+        for a in &tracked {
+            let r = snap.find(a.pid).expect("tracked pid in the snapshot");
+            assert_eq!(r.pid, a.pid);
+            assert_eq!(r.state(), a.state, "pid {}", a.pid);
+            assert_eq!(r.nonce(), a.last_nonce);
+            assert_eq!(r.last_beat_ns, a.last_beat_ns);
+            assert_eq!(r.status(), a.status);
+            assert_eq!(r.payload, a.payload);
+            assert_eq!(r.origin(), a.origin);
+            let slot = self.tracker.slots()[self.tracker.slot_of(a.pid).unwrap() as usize];
+            assert_eq!(r.class(), slot.class());
+            assert_eq!(r.identity(), names.identity(a.pid), "pid {}", a.pid);
+            assert_eq!(r.rule(), names.rule(a.pid), "pid {}", a.pid);
+            assert_eq!(
+                snap.name_entry(a.pid),
+                names.identity(a.pid).map(|id| (id, names.rule(a.pid)))
+            );
+        }
+    }
+}
+
+#[test]
+fn chunked_copy_equals_tracker_state() {
+    let mut w = world(8);
+    let pool = Pool::default();
+    // Eight agents: even pids in 10/8 (rule 0), odd ones elsewhere (rule 1).
+    let ip = |pid: u32| {
+        if pid % 2 == 0 {
+            [10, 0, 0, 1]
+        } else {
+            [192, 168, 0, 1]
+        }
+    };
+    for pid in 1..=8 {
+        w.frame(0, pid, ip(pid), 5, Status::Ok);
+    }
+    // One exits, one degrades.
+    w.frame(10, 3, ip(3), varta_vlp::NONCE_TERMINAL, Status::Critical);
+    w.frame(10, 4, ip(4), 6, Status::Degraded);
+    for chunk in [1, 3, 8, CHUNK] {
+        let s = w.snapshot(&pool, chunk);
+        w.check(&s);
+    }
+    let s = w.snapshot(&pool, 3);
+    assert_eq!(s.find(2).and_then(|r| r.rule()), Some(0));
+    assert_eq!(s.find(5).and_then(|r| r.rule()), Some(1));
+    assert_eq!(s.find(3).map(|r| r.state()), Some(SlotState::Exited));
+    drop(s);
+
+    // Full: pid 9 (rule 0) takes the exited agent's slot, pid 10
+    // (rule 1) evicts the oldest live one. Their slots named other agents.
+    let slot3 = w.tracker.slot_of(3).unwrap();
+    w.frame(20, 9, [10, 9, 9, 9], 1, Status::Ok);
+    assert_eq!(w.tracker.slot_of(9), Some(slot3), "slot reused");
+    assert_eq!(w.tracker.slot_of(3), None);
+    w.frame(20, 10, ip(10 + 1), 1, Status::Ok);
+    assert_eq!(w.tracker.len(), 8);
+    let s = w.snapshot(&pool, 3);
+    w.check(&s);
+    assert!(s.find(3).is_none());
+    assert_eq!(s.find(9).and_then(|r| r.rule()), Some(0));
+    assert_eq!(s.find(10).and_then(|r| r.rule()), Some(1));
+
+    // A new life: pid 6 silent past the threshold, then a new session
+    // with a lower nonce, now from outside 10/8 (rule 1); the others
+    // stall meanwhile (rule thresholds 2 s and 3 s).
+    w.frame(10_000, 6, [172, 16, 0, 1], 1, Status::Ok);
+    let s = w.snapshot(&pool, 2);
+    w.check(&s);
+    assert_eq!(
+        s.find(6).and_then(|r| r.rule()),
+        Some(1),
+        "renamed by its new life"
+    );
+    assert_eq!(s.find(6).and_then(|r| r.nonce()), Some(1));
+    assert!(s.records().iter().any(|r| r.state() == SlotState::Stalled));
+    // A Unix-socket agent evicts one (every slot is named): unnamed
+    // until the identity thread answers.
+    assert!(s.records().iter().all(|r| r.identity().is_some()));
+    w.uds(10_001, 4_000_000);
+    assert_eq!(w.tracker.len(), 8, "a slot was reused");
+    let s = w.snapshot(&pool, 3);
+    w.check(&s);
+    assert_eq!(s.find(4_000_000).map(|r| r.identity()), Some(None));
+    // Dropped, the buffer goes back to the pool for the next snapshot.
+    drop(s);
+    assert!(pool
+        .take()
+        .is_some_and(|b| b.is_empty() && b.capacity() >= 8));
+    let s = w.snapshot(&pool, CHUNK);
+    w.check(&s);
+}

@@ -4,49 +4,25 @@
 //! owner-only (0600, never wider, not even briefly), and on shutdown it is
 //! removed only if it is still ours.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
 
+use crate::ingest::sockfile::{check_parent, clear_stale, io_err, BoundPath, Kind};
 use crate::ingest::BindError;
-
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BindError {
-    let path = path.to_path_buf();
-    move |source| BindError::Io { what, path, source }
-}
 
 /// A bound control socket (the listener itself goes to the HTTP thread).
 #[derive(Debug)]
 pub struct ControlSocket {
-    path: PathBuf,
-    dev_ino: (u64, u64),
-}
-
-/// Removes a stale stream socket at `path`; refuses anything else.
-fn clear_stale(path: &Path) -> Result<(), BindError> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("cannot inspect", path)(e)),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(BindError::NotASocket(path.to_path_buf()));
-    }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(BindError::LiveObserver(path.to_path_buf())),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            std::fs::remove_file(path).map_err(io_err("cannot remove stale socket", path))
-        }
-        Err(e) => Err(io_err("cannot probe existing socket", path)(e)),
-    }
+    bound_path: BoundPath,
 }
 
 impl ControlSocket {
     /// Binds `path` mode 0600 and returns the listener (non-blocking, for
     /// the HTTP thread) with the handle that removes the file later.
     pub fn bind(path: &Path) -> Result<(ControlSocket, UnixListener), BindError> {
-        crate::ingest::check_socket_parent(path)?;
-        clear_stale(path)?;
+        check_parent(path)?;
+        clear_stale(path, Kind::Stream)?;
         // umask 0177 around bind: the file is born 0600 (the beat socket
         // does the same, at the same single-threaded point of startup).
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
@@ -58,11 +34,9 @@ impl ControlSocket {
         listener
             .set_nonblocking(true)
             .map_err(io_err("cannot configure", path))?;
-        let meta = std::fs::symlink_metadata(path).map_err(io_err("cannot inspect", path))?;
         Ok((
             ControlSocket {
-                path: path.to_path_buf(),
-                dev_ino: (meta.dev(), meta.ino()),
+                bound_path: BoundPath::new(path)?,
             },
             listener,
         ))
@@ -70,16 +44,12 @@ impl ControlSocket {
 
     /// The bound path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.bound_path.path()
     }
 
     /// Removes the socket file if it is still the one we bound.
     pub fn unlink_if_ours(&self) {
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.dev_ino {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
+        self.bound_path.unlink_if_ours();
     }
 }
 

@@ -4,9 +4,9 @@
 
 mod batch;
 pub mod procfs;
+pub(crate) mod sockfile;
 pub mod udp;
 pub mod uds;
 
 pub use udp::{UdpBindError, UdpDrained, UdpListener};
-pub(crate) use uds::check_parent as check_socket_parent;
 pub use uds::{BindError, Drained, UdsListener, UdsPolicy};

@@ -2,7 +2,7 @@
 //! datagram (`SCM_CREDENTIALS`), and batch draining into the tracker.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,7 @@ use varta_vlp::{Frame, FRAME_LEN};
 
 use super::batch::{recv_batch, BATCH};
 use super::procfs::ProcFs;
+use super::sockfile::{check_parent, clear_stale, io_err, BoundPath, Kind};
 use crate::events::{Event, EventBus, Origin, RejectReason};
 use crate::tracker::{Incoming, ProcessProbe, Tracker, Verdict};
 
@@ -45,11 +46,6 @@ pub enum BindError {
     },
 }
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BindError {
-    let path = path.to_path_buf();
-    move |source| BindError::Io { what, path, source }
-}
-
 /// Result of one drain call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drained {
@@ -73,8 +69,8 @@ pub struct UdsPolicy {
 /// A bound, attested Unix datagram socket.
 pub struct UdsListener {
     sock: UnixDatagram,
-    path: PathBuf,
-    dev_ino: (u64, u64),
+    /// The socket file, removed on drop if it is still ours.
+    bound_path: BoundPath,
     own_uid: u32,
     own_pidns: u32,
     pid_max: u32,
@@ -127,56 +123,12 @@ impl Meta {
 /// applies without restart).
 const PID_MAX_REFRESH_NS: u64 = 60_000_000_000;
 
-/// Checks a socket's directory (exists, not a symlink, not world-writable
-/// without the sticky bit); shared with the control socket.
-pub(crate) fn check_parent(path: &Path) -> Result<(), BindError> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let meta = match std::fs::symlink_metadata(&parent) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(BindError::ParentMissing(parent))
-        }
-        Err(e) => return Err(io_err("cannot inspect socket directory", &parent)(e)),
-    };
-    if meta.file_type().is_symlink() {
-        return Err(BindError::ParentSymlink(parent));
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-        return Err(BindError::ParentWorldWritable(parent));
-    }
-    Ok(())
-}
-
-/// Removes a stale socket file, refusing to touch anything else.
-fn clear_stale(path: &Path) -> Result<(), BindError> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("cannot inspect", path)(e)),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(BindError::NotASocket(path.to_path_buf()));
-    }
-    let probe = UnixDatagram::unbound().map_err(io_err("cannot create probe socket for", path))?;
-    match probe.connect(path) {
-        Ok(()) => Err(BindError::LiveObserver(path.to_path_buf())),
-        Err(e) if e.raw_os_error() == Some(Errno::ECONNREFUSED as i32) => {
-            std::fs::remove_file(path).map_err(io_err("cannot remove stale socket", path))
-        }
-        Err(e) => Err(io_err("cannot probe existing socket", path)(e)),
-    }
-}
-
 impl UdsListener {
     /// Binds `path` with file mode `mode`, enables `SO_PASSCRED` and asks for
     /// `rcvbuf` bytes of receive buffer (0 = kernel default).
     pub fn bind(path: &Path, mode: u32, rcvbuf: usize) -> Result<UdsListener, BindError> {
         check_parent(path)?;
-        clear_stale(path)?;
+        clear_stale(path, Kind::Datagram)?;
         // Create the socket file owner-only, then widen to the requested mode:
         // no window in which it is more open than asked.
         //
@@ -202,7 +154,7 @@ impl UdsListener {
         let sock = UnixDatagram::from(fd);
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(io_err("cannot set mode on", path))?;
-        let meta = std::fs::symlink_metadata(path).map_err(io_err("cannot inspect", path))?;
+        let bound_path = BoundPath::new(path)?;
         let mut procfs = ProcFs::default();
         Ok(UdsListener {
             own_uid: nix::unistd::geteuid().as_raw(),
@@ -217,8 +169,7 @@ impl UdsListener {
             bufs: Box::new([[0u8; 64]; BATCH]),
             granted_rcvbuf,
             sock,
-            path: path.to_path_buf(),
-            dev_ino: (meta.dev(), meta.ino()),
+            bound_path,
             policy: UdsPolicy {
                 allow_cross_namespace: false,
             },
@@ -227,7 +178,7 @@ impl UdsListener {
 
     /// The bound path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.bound_path.path()
     }
 
     /// Receive buffer the kernel granted (bytes).
@@ -419,11 +370,7 @@ impl UdsListener {
     /// Removes the socket file if it is still the one we bound (same device
     /// and inode): a successor observer's socket is left alone.
     pub fn unlink_if_ours(&self) {
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.dev_ino {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
+        self.bound_path.unlink_if_ours();
     }
 }
 

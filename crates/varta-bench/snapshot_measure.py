@@ -11,6 +11,9 @@ request makes the loop copy a new one) twice: while the load keeps beating
 (ingest running between chunks) and after it stopped (quiet). Prints the
 loop time of each snapshot (`snapshot.loop_us`, all chunks together) and
 its longest single chunk (`snapshot.longest_chunk_us`), and a summary.
+With `--cli PATH` (the `varta` binary) it then times `varta status` (and
+`varta status --json`) against the same observer, quiet, K runs each
+0.5 s apart so that no two share a snapshot: wall time from exec to exit.
 
     python3 crates/varta-bench/snapshot_measure.py \\
         --observer target/release/varta-watch --bench target/release/varta-bench
@@ -53,6 +56,7 @@ def main():
     ap.add_argument("--agents", type=int, default=1_000_000)
     ap.add_argument("--snapshots", type=int, default=12)
     ap.add_argument("--interval-ms", type=int, default=10_000)
+    ap.add_argument("--cli", default=None, help="the varta binary: also time `varta status`")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="varta-snap-")
     out = open(os.path.join(d, "out"), "w+")
@@ -97,6 +101,19 @@ def main():
         quiet = snapshots(ctl, a.snapshots, "quiet")
         summary(f"under load ({a.agents} agents, one beat each per {a.interval_ms} ms)", busy)
         summary("quiet (no ingest)", quiet)
+        if a.cli:
+            for args in (["status"], ["status", "--json"]):
+                walls = []
+                for _ in range(a.snapshots):
+                    time.sleep(0.5)
+                    t0 = time.perf_counter()
+                    r = subprocess.run([a.cli, "--control-socket", ctl] + args,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    walls.append((time.perf_counter() - t0) * 1000)
+                    if r.returncode != 0:
+                        sys.exit(f"varta {' '.join(args)} failed: {r.stderr.decode().strip()}")
+                print(f"varta {' '.join(args)} at {a.agents} agents ({len(walls)} runs): wall median "
+                      f"{statistics.median(walls):.1f} ms, min-max {min(walls):.1f}-{max(walls):.1f}")
     finally:
         if load:
             load.kill()

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::{SplitMix, Table};
+use super::{at_random_instants, Table};
 use crate::procs::{
     bench_dir, spawn_stoppable_senders, Binaries, ChildGuard, Observer, ObserverSpec, Res,
     SenderSpec, Which, TRACKER_CAPACITY,
@@ -225,19 +225,11 @@ fn one_run(a: &AlertsArgs, bins: &Binaries, agents: usize, span_ms: u64, seed: u
         },
     )?;
     let earliest_ms = 5 * a.alerts_interval_ms + 500;
-    let mut rng = SplitMix(seed);
-    let mut schedule: Vec<(u64, usize)> = (0..agents)
-        .map(|i| (earliest_ms + rng.next() % (span_ms - earliest_ms), i))
-        .collect();
-    schedule.sort_unstable();
-    let start = Instant::now();
-    for &(at_ms, i) in &schedule {
-        if let Some(wait) = Duration::from_millis(at_ms).checked_sub(start.elapsed()) {
-            std::thread::sleep(wait);
-        }
+    at_random_instants(seed, agents, earliest_ms, span_ms, |i| {
         let stdin = agents_v[i].stdin.as_mut().ok_or("an agent has no stdin")?;
         stdin.write_all(b"S")?;
-    }
+        Ok(())
+    })?;
     let until =
         Instant::now() + Duration::from_millis(a.alerts_threshold_ms) + Duration::from_secs(10);
     while Instant::now() < until

@@ -12,8 +12,8 @@
 //! A kill landing between a send and its report leaves the stall's nonce
 //! without a report; such a stall is counted as unmatched, not guessed.
 
-use super::{report_readers, SplitMix};
-use std::time::{Duration, Instant};
+use super::{at_random_instants, report_readers};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -216,19 +216,11 @@ fn one_run(
         },
     )?;
     let readers = report_readers(&mut kids)?;
-    let mut rng = SplitMix(seed);
-    let mut schedule: Vec<(u64, usize)> = (0..agents)
-        .map(|i| (earliest_ms + rng.next() % (span_ms - earliest_ms), i))
-        .collect();
-    schedule.sort_unstable();
-    let start = Instant::now();
-    for &(at_ms, i) in &schedule {
-        if let Some(wait) = Duration::from_millis(at_ms).checked_sub(start.elapsed()) {
-            std::thread::sleep(wait);
-        }
+    at_random_instants(seed, agents, earliest_ms, span_ms, |i| {
         // Kill and reap: the agent is gone, as after a real crash.
         kids[i].guard.kill();
-    }
+        Ok(())
+    })?;
     // The last stall is due one threshold after the last kill; the margin
     // covers a slow observer (the original polls on a 100 ms read timeout).
     std::thread::sleep(Duration::from_millis(a.threshold_ms) + Duration::from_millis(1500));

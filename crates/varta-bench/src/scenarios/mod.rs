@@ -82,6 +82,33 @@ impl SplitMix {
     }
 }
 
+/// Calls `act(i)` once for each of `n` agents, at seeded random instants
+/// between `earliest_ms` and `span_ms` after the call, in time order
+/// (the stall schedules of `detect`, `recovery`, `scrape` and `alerts`:
+/// the same seed gives every observer the same schedule).
+pub(crate) fn at_random_instants(
+    seed: u64,
+    n: usize,
+    earliest_ms: u64,
+    span_ms: u64,
+    mut act: impl FnMut(usize) -> crate::procs::Res<()>,
+) -> crate::procs::Res<()> {
+    let mut rng = SplitMix(seed);
+    let mut schedule: Vec<(u64, usize)> = (0..n)
+        .map(|i| (earliest_ms + rng.next() % (span_ms - earliest_ms), i))
+        .collect();
+    schedule.sort_unstable();
+    let start = std::time::Instant::now();
+    for &(at_ms, i) in &schedule {
+        let due = std::time::Duration::from_millis(at_ms);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        act(i)?;
+    }
+    Ok(())
+}
+
 /// A thread collecting one sender's (nonce, send time) records.
 pub(crate) type ReportReader = std::thread::JoinHandle<Vec<(u64, u64)>>;
 

@@ -26,7 +26,7 @@
 //! that much longer) and one without; the stall overshoot must not move.
 //! The original has no such hook: n/a.
 
-use super::{report_readers, SplitMix};
+use super::{at_random_instants, report_readers};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -621,19 +621,11 @@ fn one_run(vs: &[Variant], s: &Setup, seed: u64) -> Res<Vec<Run>> {
     let mut load = spawn_senders(s.load, &sender(false))?;
     let mut stallers = spawn_stoppable_senders(s.stalls, &sender(true))?;
     let readers = report_readers(&mut stallers)?;
-    let mut rng = SplitMix(seed);
-    let mut schedule: Vec<(u64, usize)> = (0..s.stalls)
-        .map(|i| (s.earliest_ms + rng.next() % (s.span_ms - s.earliest_ms), i))
-        .collect();
-    schedule.sort_unstable();
-    let start = Instant::now();
-    for &(at_ms, i) in &schedule {
-        if let Some(wait) = Duration::from_millis(at_ms).checked_sub(start.elapsed()) {
-            std::thread::sleep(wait);
-        }
+    at_random_instants(seed, s.stalls, s.earliest_ms, s.span_ms, |i| {
         let stdin = stallers[i].stdin.as_mut().ok_or("a staller has no stdin")?;
         stdin.write_all(b"S")?;
-    }
+        Ok(())
+    })?;
     // The last stall is due about one threshold after the last stop; wait
     // for every recovery of every observer (or the grace period), then a
     // little for the export lines written with them.

@@ -70,7 +70,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{report_readers, rotated, SplitMix};
+use super::{at_random_instants, report_readers, rotated};
 use crate::exportfile::{SeenStall, StallWatcher};
 use crate::procs::{
     monotonic_ns, spawn_senders, spawn_stoppable_senders, Binaries, Res, Sender, SenderSpec, Which,
@@ -658,24 +658,16 @@ fn stop_on_schedule(
     span_ms: u64,
     sigkill: bool,
 ) -> Res<()> {
-    let mut rng = SplitMix(seed);
-    let mut schedule: Vec<(u64, usize)> = (0..kids.len())
-        .map(|i| (earliest_ms + rng.next() % (span_ms - earliest_ms), i))
-        .collect();
-    schedule.sort_unstable();
-    let start = Instant::now();
-    for &(at_ms, i) in &schedule {
-        if let Some(wait) = Duration::from_millis(at_ms).checked_sub(start.elapsed()) {
-            std::thread::sleep(wait);
-        }
+    let n = kids.len();
+    at_random_instants(seed, n, earliest_ms, span_ms, |i| {
         if sigkill {
             kids[i].guard.kill();
         } else {
             let stdin = kids[i].stdin.as_mut().ok_or("a stall agent has no stdin")?;
             stdin.write_all(b"S")?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

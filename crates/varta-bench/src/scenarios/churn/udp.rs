@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::IoSlice;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -235,28 +235,6 @@ pub(super) fn count_beats(path: &Path, from: u64, to: u64) -> Res<(u64, u64)> {
     Ok((steady, churn))
 }
 
-pub(super) fn udp_addr(obs: &Observer) -> Res<SocketAddr> {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(obs.log_path()).unwrap_or_default();
-        let found = text.lines().find_map(|l| {
-            l.trim()
-                .strip_prefix("udp: ")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        });
-        if let Some(a) = found {
-            return Ok(a);
-        }
-        if Instant::now() > until {
-            return Err(format!("no `udp: IP:PORT` line within 10 s: {}", obs.log_tail()).into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[derive(Serialize, Clone, Default)]
 pub(super) struct Phase {
     pub(super) churn_per_sec: f64,
@@ -342,7 +320,7 @@ pub(super) fn phase(cfg: &Cfg, churn: f64, seed: u64) -> Res<Phase> {
             lifetime: total + Duration::from_secs(60),
         },
     )?;
-    let addr = udp_addr(&obs)?;
+    let addr = crate::scenarios::ingest_udp::ours_udp_addr(&obs)?;
     let export = obs.export.clone().ok_or("no export file")?;
     let watcher = StallWatcher::start(export.clone())?;
     // Silent agents: spread over the window, each stall due inside it.

@@ -523,7 +523,7 @@ fn free_udp_port() -> Res<u16> {
 }
 
 /// Ours prints `udp: IP:PORT` on stdout (its log file here) once bound.
-fn ours_udp_addr(obs: &Observer) -> Res<SocketAddr> {
+pub(crate) fn ours_udp_addr(obs: &Observer) -> Res<SocketAddr> {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(obs.log_path()).unwrap_or_default();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::snapshot::{Copier, Extras, Pool};
+use super::snapshot::{Changes, Copier, Extras, Pool};
 use super::socket::ControlSocket;
 use super::{lock, ControlApi, LastReload, ReloadOutcome, ReloadReply, Settings, Shared};
 use crate::identity::{NameId, Registry};
@@ -21,6 +21,8 @@ use crate::tracker::Tracker;
 pub struct ControlLoop {
     shared: Arc<Shared>,
     copier: Option<Copier>,
+    /// Slots changed between recent snapshots.
+    changes: Changes,
     reloads: Receiver<ReloadReply>,
     socket: ControlSocket,
 }
@@ -57,6 +59,7 @@ impl ControlLoop {
             ControlLoop {
                 shared: shared.clone(),
                 copier: None,
+                changes: Changes::default(),
                 reloads: rx,
                 socket,
             },
@@ -99,12 +102,17 @@ impl ControlLoop {
     pub fn step(
         &mut self,
         now_ns: u64,
-        tracker: &Tracker,
+        tracker: &mut Tracker,
         names: &Names,
         extras: impl FnOnce(&Tracker) -> Extras,
     ) {
         if self.copier.is_none() && self.shared.wanted.swap(false, Ordering::AcqRel) {
-            self.copier = Some(Copier::start(&self.shared.pool));
+            self.copier = Some(Copier::start(
+                &self.shared.pool,
+                &mut self.changes,
+                tracker,
+                names,
+            ));
         }
         let Some(c) = &mut self.copier else {
             return;
@@ -122,6 +130,8 @@ impl ControlLoop {
             .observe(snap.longest_chunk.as_secs_f64());
         tracing::debug!(
             slots = tracker.slot_count(),
+            copied = snap.copied,
+            full = snap.full,
             loop_us = snap.loop_time.as_micros() as u64,
             longest_chunk_us = snap.longest_chunk.as_micros() as u64,
             "control API: agents snapshot published"

@@ -60,6 +60,21 @@ impl AgentRecord {
         }
     }
 
+    /// The record of a free slot (state free, everything else zero or
+    /// unknown).
+    pub const fn free() -> AgentRecord {
+        AgentRecord {
+            last_beat_ns: 0,
+            last_nonce: 0,
+            pid: 0,
+            payload: 0,
+            identity: SlotName::UNKNOWN.identity_raw(),
+            rule: SlotName::UNKNOWN.rule_raw(),
+            bits: (SlotState::Free as u8) << STATE_SHIFT,
+            tags: 0,
+        }
+    }
+
     /// Lifecycle state.
     pub fn state(&self) -> SlotState {
         match (self.bits >> STATE_SHIFT) & 3 {

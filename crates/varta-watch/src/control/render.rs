@@ -132,6 +132,8 @@ pub fn status(shared: &Shared, snap: &AgentsSnapshot, tracker_capacity: u32) -> 
             "agents": snap.order().len(),
             "loop_us": snap.loop_time.as_micros() as u64,
             "longest_chunk_us": snap.longest_chunk.as_micros() as u64,
+            "copied": snap.copied,
+            "full": snap.full,
         },
     })
 }

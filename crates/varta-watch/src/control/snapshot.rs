@@ -1,15 +1,19 @@
-//! The agents snapshot of the control API: the loop turns tracker slots
-//! into 32-byte [`AgentRecord`]s in bounded chunks (between ingest
-//! batches), into a buffer recycled from the previous snapshot, reading
-//! each slot's (identity, rule) from the policy engine's slot-parallel
-//! array ([`Names::by_slot`]) in the same sequential pass, and takes a few
-//! counts with the last chunk. Everything else (sorting by pid, filters,
+//! The agents snapshot of the control API: the loop keeps a buffer of
+//! 32-byte [`AgentRecord`]s indexed by tracker slot, and brings it up to
+//! date in bounded chunks (between ingest batches) by re-copying only the
+//! slots that changed since the buffer was last filled (the tracker and
+//! the policy engine mark them: [`ChangeSet`]). A buffer nobody held since
+//! then — there are two, alternating, recycled through a [`Pool`] — needs
+//! the changes of the last two snapshot intervals; any other buffer (the
+//! first two snapshots, or one a slow request kept) is filled from every
+//! slot. Identity and rule come from the policy engine's slot-parallel
+//! array ([`Names::by_slot`]). Everything else (sorting by pid, filters,
 //! names, JSON) happens on the HTTP thread, from an immutable
 //! [`AgentsSnapshot`].
 //!
-//! The loop's cost is memory bandwidth: every slot's cache line is read
-//! once, each tracked agent's record written once, free slots skipped, and
-//! no hash table cloned (BENCHMARKS.md "snapshot").
+//! The loop's cost is memory bandwidth: a full copy reads every slot's
+//! cache line (1 M slots: 64 MiB), a copy of changes reads the 128 KiB
+//! bitmap and the changed slots only (BENCHMARKS.md "snapshot").
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,28 +21,78 @@ use std::time::{Duration, Instant};
 use super::record::AgentRecord;
 use crate::identity::{IdentityId, NameId};
 use crate::policy::{Names, SlotName};
-use crate::tracker::{Slot, SlotState, Tracker};
+use crate::tracker::{ChangeSet, Slot, SlotState, Tracker};
 
-/// Slots read per loop wake-up: 2 MiB of slots, a few hundred µs, so a
-/// 1 M-agent snapshot is ~30 short steps with ingest batches between.
+/// Slots copied per loop wake-up: 2 MiB of slots, a few hundred µs, so a
+/// full 1 M-agent snapshot is ~30 short steps with ingest batches between.
 pub const CHUNK: usize = 32_768;
 
-/// The buffer a dropped snapshot hands back for the next one: a fresh
-/// 32 MiB allocation per snapshot at 1 M agents would cost the loop page
-/// faults on every copy.
-type Buffers = Vec<AgentRecord>;
+/// A copy of changes scans at most this many chunks' worth of bitmap per
+/// wake-up (the bitmap costs ~1/500 of the slots it stands for).
+const SCAN_CHUNKS: usize = 8;
+
+/// Records by slot index (free slots hold a free record) and the snapshot
+/// generation they show. A fresh 32 MiB allocation per snapshot at 1 M
+/// agents would cost the loop page faults on every copy, and a reused one
+/// only needs the slots changed since.
+struct Buffer {
+    generation: u64,
+    records: Vec<AgentRecord>,
+}
 
 /// Where dropped snapshots leave their buffers.
 #[derive(Clone, Default)]
-pub struct Pool(Arc<Mutex<Option<Buffers>>>);
+pub struct Pool(Arc<Mutex<Option<Buffer>>>);
 
 impl Pool {
-    fn take(&self) -> Option<Buffers> {
+    fn take(&self) -> Option<Buffer> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    fn give(&self, b: Buffers) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
+    /// Keeps the newer of two returned buffers (fewer changes to copy).
+    fn give(&self, b: Buffer) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if held.as_ref().is_none_or(|h| h.generation < b.generation) {
+            *held = Some(b);
+        }
+    }
+}
+
+/// The loop's record of what changed between recent snapshots.
+#[derive(Default)]
+pub struct Changes {
+    /// Snapshots started so far: the generation of the newest.
+    generation: u64,
+    /// Slots changed between the previous snapshot's start and the newest's.
+    latest: ChangeSet,
+    /// Slots changed in the interval before that.
+    before: ChangeSet,
+}
+
+impl Changes {
+    /// A snapshot starts: takes the tracker's and the names' marks and
+    /// returns the new snapshot's generation.
+    pub fn begin(&mut self, tracker: &mut Tracker, names: &Names) -> u64 {
+        std::mem::swap(&mut self.latest, &mut self.before);
+        self.latest.clear();
+        tracker.drain_changes(&mut self.latest);
+        names.drain_changes(&mut self.latest);
+        self.generation += 1;
+        self.generation
+    }
+
+    /// The slots a buffer showing generation `held` must copy again to show
+    /// the newest one; None: every slot (too old, or never filled).
+    fn since(&self, held: Option<u64>) -> Option<ChangeSet> {
+        match self.generation.checked_sub(held?) {
+            Some(1) => Some(self.latest.clone()),
+            Some(2) => {
+                let mut s = self.latest.clone();
+                s.union_with(&self.before);
+                Some(s)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -57,8 +111,10 @@ pub struct Extras {
 
 /// Every tracked agent at (about) one moment, read-only.
 pub struct AgentsSnapshot {
-    /// Tracked agents in slot order (free slots skipped).
+    /// Records by slot index; free slots hold free records.
     records: Vec<AgentRecord>,
+    /// Which snapshot this is (1, 2, …; 0 for one made from parts).
+    generation: u64,
     /// Counts and classes, taken with the last chunk.
     pub extras: Extras,
     /// Observer ns when the last chunk was copied.
@@ -71,6 +127,10 @@ pub struct AgentsSnapshot {
     pub loop_time: Duration,
     /// The longest single chunk.
     pub longest_chunk: Duration,
+    /// Slots copied from the tracker (all of them, or the changed ones).
+    pub copied: usize,
+    /// Whether every slot was copied (no reusable buffer).
+    pub full: bool,
     /// (pid, record index) of every tracked agent, sorted by pid, built
     /// on first use by the HTTP thread and shared by every page served
     /// from this snapshot.
@@ -81,9 +141,10 @@ pub struct AgentsSnapshot {
 impl Drop for AgentsSnapshot {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {
-            let mut records = std::mem::take(&mut self.records);
-            records.clear();
-            pool.give(records);
+            pool.give(Buffer {
+                generation: self.generation,
+                records: std::mem::take(&mut self.records),
+            });
         }
     }
 }
@@ -102,26 +163,31 @@ impl AgentsSnapshot {
         wall_unix_ms: u64,
     ) -> AgentsSnapshot {
         AgentsSnapshot {
+            copied: records.len(),
             records,
+            generation: 0,
             extras,
             now_ns,
             wall_unix_ms,
             taken: Instant::now(),
             loop_time: Duration::ZERO,
             longest_chunk: Duration::ZERO,
+            full: true,
             order: OnceLock::new(),
             pool: None,
         }
     }
 
     /// Tracked agents in pid order as (pid, record index); a pid copied
-    /// twice (evicted and re-admitted between two chunks) appears once.
+    /// twice (evicted from one slot and re-admitted in another while the
+    /// copy ran) appears once.
     pub fn order(&self) -> &[(u32, u32)] {
         self.order.get_or_init(|| {
             let mut v: Vec<(u32, u32)> = self
                 .records
                 .iter()
                 .enumerate()
+                .filter(|(_, r)| r.state() != SlotState::Free)
                 .map(|(i, r)| (r.pid, i as u32))
                 .collect();
             v.sort_unstable();
@@ -135,9 +201,9 @@ impl AgentsSnapshot {
         &self.records[idx as usize]
     }
 
-    /// Every record, in slot order (tests, checks).
-    pub fn records(&self) -> &[AgentRecord] {
-        &self.records
+    /// Every tracked agent's record, in slot order (tests, checks).
+    pub fn records(&self) -> impl Iterator<Item = &AgentRecord> {
+        self.records.iter().filter(|r| r.state() != SlotState::Free)
     }
 
     /// The agent `pid`, if tracked.
@@ -169,78 +235,154 @@ impl AgentsSnapshot {
     }
 }
 
+/// The record of a free slot.
+const FREE: AgentRecord = AgentRecord::free();
+
 /// A snapshot being copied by the loop, one chunk per wake-up.
 pub struct Copier {
     records: Vec<AgentRecord>,
+    generation: u64,
+    /// The slots to copy; None: all of them.
+    todo: Option<ChangeSet>,
     /// Slots per step ([`CHUNK`]; smaller in tests).
     chunk: usize,
+    /// The first slot not yet considered.
     next: usize,
+    copied: usize,
     spent: Duration,
     longest: Duration,
     last: Duration,
+    /// start()'s cost, charged to the first step.
+    started: Duration,
     pool: Pool,
 }
 
-/// Appends a record for every tracked slot of `slots` (the tracker's
-/// slots from index `start`), named from `names` (the policy engine's
-/// slot-parallel array, starting at the same index; shorter is fine).
-/// Both are read front to back, so the hardware prefetcher streams them;
-/// the only branch is the free-slot skip.
-fn copy_chunk(slots: &[Slot], names: &[SlotName], out: &mut Vec<AgentRecord>) {
+/// Writes the record of every slot of `slots` into `out` (the same
+/// length), named from `names` (the policy engine's slot-parallel array
+/// from the same index; shorter is fine). All three are walked front to
+/// back, so the hardware prefetcher streams them; no branch per slot.
+fn copy_all(slots: &[Slot], names: &[SlotName], out: &mut [AgentRecord]) {
     let named = names.len().min(slots.len());
     let (with, without) = slots.split_at(named);
-    for (s, n) in with.iter().zip(&names[..named]) {
-        if s.state != SlotState::Free {
-            out.push(AgentRecord::of(s, *n));
-        }
+    let (out_with, out_without) = out.split_at_mut(named);
+    for ((s, n), r) in with.iter().zip(&names[..named]).zip(out_with) {
+        *r = AgentRecord::of(s, *n);
     }
-    for s in without {
-        if s.state != SlotState::Free {
-            out.push(AgentRecord::of(s, SlotName::UNKNOWN));
-        }
+    for (s, r) in without.iter().zip(out_without) {
+        *r = AgentRecord::of(s, SlotName::UNKNOWN);
     }
 }
 
 impl Copier {
-    /// Starts a copy with the pool's buffer (or a new one).
-    pub fn start(pool: &Pool) -> Copier {
-        Copier::with_chunk(pool, CHUNK)
+    /// Starts the next snapshot: takes the slots changed since the last
+    /// one from `tracker` and `names` into `changes`, then copies into the
+    /// pool's buffer (or a new one) only the slots changed since that
+    /// buffer was filled. Its cost counts as the first chunk's.
+    pub fn start(
+        pool: &Pool,
+        changes: &mut Changes,
+        tracker: &mut Tracker,
+        names: &Names,
+    ) -> Copier {
+        Copier::with_chunk(pool, changes, tracker, names, CHUNK)
     }
 
     /// As [`Copier::start`], `chunk` slots per step.
-    pub fn with_chunk(pool: &Pool, chunk: usize) -> Copier {
+    pub fn with_chunk(
+        pool: &Pool,
+        changes: &mut Changes,
+        tracker: &mut Tracker,
+        names: &Names,
+        chunk: usize,
+    ) -> Copier {
+        let t = Instant::now();
+        let generation = changes.begin(tracker, names);
+        let (records, held) = pool
+            .take()
+            .map_or((Vec::new(), None), |b| (b.records, Some(b.generation)));
         Copier {
-            records: pool.take().unwrap_or_default(),
+            records,
+            generation,
+            todo: changes.since(held),
             chunk: chunk.max(1),
             next: 0,
+            copied: 0,
             spent: Duration::ZERO,
             longest: Duration::ZERO,
             last: Duration::ZERO,
+            started: t.elapsed(),
             pool: pool.clone(),
         }
     }
 
+    /// Whether this copy reads every slot (no buffer to update).
+    pub fn is_full(&self) -> bool {
+        self.todo.is_none()
+    }
+
     /// Copies the next chunk of slots (and their names); true when every
-    /// slot has been read. The range grows with the tracker: agents
-    /// admitted meanwhile are included.
+    /// slot has been considered. The range grows with the tracker: agents
+    /// admitted meanwhile are included in a full copy, and marked for the
+    /// next one otherwise.
     pub fn step(&mut self, tracker: &Tracker, names: &Names) -> bool {
         let t = Instant::now();
         let slots = tracker.slots();
         let end = slots.len();
-        if self.records.capacity() < end {
-            // Once, to the tracker's size: later chunks never reallocate.
-            self.records.reserve_exact(end - self.records.len());
+        if self.records.len() < end {
+            // Once to the tracker's size (grown slots are free until
+            // copied): later chunks never reallocate.
+            self.records.resize(end, FREE);
         }
-        let stop = (self.next + self.chunk).min(end);
         let by_slot = names.by_slot();
-        let names = by_slot.get(self.next..).unwrap_or(&[]);
-        copy_chunk(&slots[self.next..stop], names, &mut self.records);
-        self.next = stop;
+        match &self.todo {
+            None => {
+                let stop = (self.next + self.chunk).min(end);
+                let names = by_slot.get(self.next..).unwrap_or(&[]);
+                copy_all(
+                    &slots[self.next..stop],
+                    names,
+                    &mut self.records[self.next..stop],
+                );
+                self.copied += stop - self.next;
+                self.next = stop;
+            }
+            Some(todo) => {
+                let scan_end = (self.next + self.chunk * SCAN_CHUNKS).min(end);
+                let mut budget = self.chunk;
+                let mut i = self.next;
+                while i < scan_end && budget > 0 {
+                    // Slots i.. to the end of i's word; `resume` is where
+                    // the next word (or the next step) starts.
+                    let mut bits = todo.word(i / 64) >> (i % 64);
+                    let mut resume = (i / 64 + 1) * 64;
+                    while bits != 0 {
+                        let at = i + bits.trailing_zeros() as usize;
+                        if at >= end {
+                            break;
+                        }
+                        if budget == 0 {
+                            resume = at;
+                            break;
+                        }
+                        let n = by_slot.get(at).copied().unwrap_or(SlotName::UNKNOWN);
+                        self.records[at] = AgentRecord::of(&slots[at], n);
+                        budget -= 1;
+                        bits &= bits - 1;
+                    }
+                    i = resume;
+                }
+                self.copied += self.chunk - budget;
+                self.next = i.min(end);
+            }
+        }
+        drop(by_slot);
         self.account(t.elapsed());
-        stop >= end
+        self.next >= end
     }
 
     fn account(&mut self, d: Duration) {
+        // The first step's wake-up also ran start().
+        let d = d + std::mem::take(&mut self.started);
         self.spent += d;
         self.longest = self.longest.max(d);
         self.last = d;
@@ -265,6 +407,9 @@ impl Copier {
             .map_or(0, |d| d.as_millis() as u64);
         AgentsSnapshot {
             records: std::mem::take(&mut self.records),
+            generation: self.generation,
+            copied: self.copied,
+            full: self.todo.is_none(),
             extras,
             now_ns,
             wall_unix_ms,

@@ -114,15 +114,22 @@ impl World {
         self.bus.end_of_batch(now);
     }
 
-    /// A snapshot copied `chunk` slots at a time.
-    fn snapshot(&self, pool: &Pool, chunk: usize) -> AgentsSnapshot {
+    /// A snapshot copied `chunk` slots at a time (a full copy: one step
+    /// per chunk of slots; a copy of changes: at most that many).
+    fn snapshot(&mut self, pool: &Pool, changes: &mut Changes, chunk: usize) -> AgentsSnapshot {
         let names = self.policy.names();
-        let mut c = Copier::with_chunk(pool, chunk);
+        let mut c = Copier::with_chunk(pool, changes, &mut self.tracker, &names, chunk);
+        let full = c.is_full();
         let mut steps = 1;
         while !c.step(&self.tracker, &names) {
             steps += 1;
         }
-        assert_eq!(steps, self.tracker.slot_count().div_ceil(chunk).max(1));
+        let chunks = self.tracker.slot_count().div_ceil(chunk).max(1);
+        if full {
+            assert_eq!(steps, chunks);
+        } else {
+            assert!(steps <= chunks, "{steps} steps for {chunks} chunks");
+        }
         c.finish(&self.tracker, |_| Extras::default(), 0)
     }
 
@@ -130,7 +137,11 @@ impl World {
     fn check(&self, snap: &AgentsSnapshot) {
         let names = self.policy.names();
         let tracked = self.tracker.snapshot();
-        assert_eq!(snap.records().len(), tracked.len(), "one record per agent");
+        assert_eq!(
+            snap.records().count(),
+            tracked.len(),
+            "one record per agent"
+        );
         assert_eq!(snap.order().len(), tracked.len());
         for a in &tracked {
             let r = snap.find(a.pid).expect("tracked pid in the snapshot");
@@ -157,6 +168,7 @@ impl World {
 fn chunked_copy_equals_tracker_state() {
     let mut w = world(8);
     let pool = Pool::default();
+    let mut changes = Changes::default();
     // Eight agents: even pids in 10/8 (rule 0), odd ones elsewhere (rule 1).
     let ip = |pid: u32| {
         if pid % 2 == 0 {
@@ -172,10 +184,10 @@ fn chunked_copy_equals_tracker_state() {
     w.frame(10, 3, ip(3), varta_vlp::NONCE_TERMINAL, Status::Critical);
     w.frame(10, 4, ip(4), 6, Status::Degraded);
     for chunk in [1, 3, 8, CHUNK] {
-        let s = w.snapshot(&pool, chunk);
+        let s = w.snapshot(&pool, &mut changes, chunk);
         w.check(&s);
     }
-    let s = w.snapshot(&pool, 3);
+    let s = w.snapshot(&pool, &mut changes, 3);
     assert_eq!(s.find(2).and_then(|r| r.rule()), Some(0));
     assert_eq!(s.find(5).and_then(|r| r.rule()), Some(1));
     assert_eq!(s.find(3).map(|r| r.state()), Some(SlotState::Exited));
@@ -189,7 +201,7 @@ fn chunked_copy_equals_tracker_state() {
     assert_eq!(w.tracker.slot_of(3), None);
     w.frame(20, 10, ip(10 + 1), 1, Status::Ok);
     assert_eq!(w.tracker.len(), 8);
-    let s = w.snapshot(&pool, 3);
+    let s = w.snapshot(&pool, &mut changes, 3);
     w.check(&s);
     assert!(s.find(3).is_none());
     assert_eq!(s.find(9).and_then(|r| r.rule()), Some(0));
@@ -199,7 +211,7 @@ fn chunked_copy_equals_tracker_state() {
     // with a lower nonce, now from outside 10/8 (rule 1); the others
     // stall meanwhile (rule thresholds 2 s and 3 s).
     w.frame(10_000, 6, [172, 16, 0, 1], 1, Status::Ok);
-    let s = w.snapshot(&pool, 2);
+    let s = w.snapshot(&pool, &mut changes, 2);
     w.check(&s);
     assert_eq!(
         s.find(6).and_then(|r| r.rule()),
@@ -207,20 +219,154 @@ fn chunked_copy_equals_tracker_state() {
         "renamed by its new life"
     );
     assert_eq!(s.find(6).and_then(|r| r.nonce()), Some(1));
-    assert!(s.records().iter().any(|r| r.state() == SlotState::Stalled));
+    assert!(s.records().any(|r| r.state() == SlotState::Stalled));
     // A Unix-socket agent evicts one (every slot is named): unnamed
     // until the identity thread answers.
-    assert!(s.records().iter().all(|r| r.identity().is_some()));
+    assert!(s.records().all(|r| r.identity().is_some()));
     w.uds(10_001, 4_000_000);
     assert_eq!(w.tracker.len(), 8, "a slot was reused");
-    let s = w.snapshot(&pool, 3);
+    let s = w.snapshot(&pool, &mut changes, 3);
     w.check(&s);
     assert_eq!(s.find(4_000_000).map(|r| r.identity()), Some(None));
     // Dropped, the buffer goes back to the pool for the next snapshot.
     drop(s);
     assert!(pool
         .take()
-        .is_some_and(|b| b.is_empty() && b.capacity() >= 8));
-    let s = w.snapshot(&pool, CHUNK);
+        .is_some_and(|b| b.generation == 8 && b.records.len() == 8));
+    let s = w.snapshot(&pool, &mut changes, CHUNK);
     w.check(&s);
+}
+
+/// One thing that happens to the agents between or during snapshots.
+#[derive(Clone, Debug)]
+enum Op {
+    /// A UDP beat of pid (1..=24) from 10/8 or elsewhere; `back` sends a
+    /// lower nonce than the last (a new life attempt).
+    Beat { pid: u32, inside: bool, back: bool },
+    /// A terminal frame.
+    Exit { pid: u32 },
+    /// A Unix-socket beat (identity never resolved here).
+    Uds { pid: u32 },
+    /// Time passes (agents stall).
+    Wait { ms: u64 },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (1u32..=24, any::<bool>(), proptest::bool::weighted(0.1))
+            .prop_map(|(pid, inside, back)| Op::Beat { pid, inside, back }),
+        1 => (1u32..=24).prop_map(|pid| Op::Exit { pid }),
+        1 => (1u32..=4).prop_map(|pid| Op::Uds { pid: 4_000_000 + pid }),
+        1 => (1u64..4_000).prop_map(|ms| Op::Wait { ms }),
+    ]
+}
+
+struct Driver {
+    w: World,
+    now_ms: u64,
+    nonce: std::collections::HashMap<u32, u64>,
+}
+
+impl Driver {
+    fn apply(&mut self, op: &Op) {
+        self.now_ms += 1;
+        match *op {
+            Op::Beat { pid, inside, back } => {
+                let n = self.nonce.entry(pid).or_insert(0);
+                *n = if back {
+                    n.saturating_sub(1).max(1)
+                } else {
+                    *n + 1
+                };
+                let ip = if inside {
+                    [10, 1, 2, 3]
+                } else {
+                    [192, 168, 1, 1]
+                };
+                let (now, n) = (self.now_ms, *n);
+                self.w.frame(now, pid, ip, n, Status::Ok);
+            }
+            Op::Exit { pid } => {
+                let now = self.now_ms;
+                self.w.frame(
+                    now,
+                    pid,
+                    [10, 1, 2, 3],
+                    varta_vlp::NONCE_TERMINAL,
+                    Status::Critical,
+                );
+            }
+            Op::Uds { pid } => {
+                let now = self.now_ms;
+                self.w.uds(now, pid);
+            }
+            Op::Wait { ms } => {
+                self.now_ms += ms;
+                let now = self.now_ms;
+                self.w.tracker.expire(now * MS, &mut self.w.bus);
+                self.w
+                    .policy
+                    .on_wake(now * MS, &mut self.w.tracker, &mut self.w.bus);
+                self.w.bus.end_of_batch(now * MS);
+            }
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Copies of changes only never miss one: whatever happened between
+    /// and during snapshots (admissions, beats, exits, stalls, evictions,
+    /// slot reuse, new lives, renaming, snapshots kept by slow readers),
+    /// a snapshot taken with nothing happening during its copy equals the
+    /// tracker and the names exactly — through both alternating buffers.
+    #[test]
+    fn copies_of_changes_equal_a_full_copy(
+        rounds in proptest::collection::vec(
+            (
+                proptest::collection::vec(op(), 0..30),
+                proptest::collection::vec(op(), 0..6),
+                1usize..6,
+                proptest::prelude::any::<bool>(),
+            ),
+            1..12,
+        )
+    ) {
+        let mut d = Driver { w: world(12), now_ms: 0, nonce: Default::default() };
+        let pool = Pool::default();
+        let mut changes = Changes::default();
+        let mut held = Vec::new();
+        for (between, during, chunk, keep) in rounds {
+            for o in &between {
+                d.apply(o);
+            }
+            // A snapshot with things happening between its chunks: not
+            // exact, but it must leave the buffers consistent.
+            let names = d.w.policy.names();
+            let mut c = Copier::with_chunk(&pool, &mut changes, &mut d.w.tracker, &names, chunk);
+            let mut ops = during.iter();
+            while !c.step(&d.w.tracker, &names) {
+                if let Some(o) = ops.next() {
+                    d.apply(o);
+                }
+            }
+            let s = c.finish(&d.w.tracker, |_| Extras::default(), 0);
+            if keep {
+                // A reader still holds it: the next copy gets no buffer
+                // back and must copy every slot.
+                held.push(s);
+            } else {
+                drop(s);
+            }
+            for _ in 0..2 {
+                let s = d.w.snapshot(&pool, &mut changes, chunk);
+                d.w.check(&s);
+            }
+            if held.len() > 2 {
+                held.clear();
+            }
+        }
+    }
 }

@@ -83,7 +83,7 @@ impl Daemon {
         let names = self.policy.names();
         let required = self.policy.required_states();
         if let Some(c) = &mut self.control {
-            c.step(now, &self.tracker, &names, |t| {
+            c.step(now, &mut self.tracker, &names, |t| {
                 crate::control::loop_side::extras(t, given_up, &required)
             });
         }

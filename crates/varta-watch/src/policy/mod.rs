@@ -27,7 +27,7 @@ use crate::events::{Event, EventBus, Origin};
 use crate::identity::{
     attested_record, IdentityId, IdentityRecord, NameTemplate, RawIdentity, Registry,
 };
-use crate::tracker::{Admitted, ClassTimeouts, Tracker};
+use crate::tracker::{Admitted, ChangeSet, ClassTimeouts, Tracker};
 
 /// pid → (identity, rule).
 pub type Table = FxHashMap<u32, (IdentityId, Option<u16>)>;
@@ -99,6 +99,9 @@ pub struct Names {
     /// reuse, new life — all reported by `Tracker::take_admitted`), never
     /// on the beat path.
     by_slot: Rc<RefCell<Vec<SlotName>>>,
+    /// Slots whose entry in `by_slot` changed since the last
+    /// [`Names::drain_changes`] (control-API snapshots copy only those).
+    changed: Rc<RefCell<ChangeSet>>,
     registry: Arc<Registry>,
 }
 
@@ -108,6 +111,7 @@ impl Names {
         Names {
             table: Rc::default(),
             by_slot: Rc::default(),
+            changed: Rc::default(),
             registry,
         }
     }
@@ -168,7 +172,14 @@ impl Names {
                 v.resize(i + 1, SlotName::UNKNOWN);
             }
             v[i] = SlotName::new(id, rule);
+            self.changed.borrow_mut().mark(i as u32);
         }
+    }
+
+    /// Adds the slots whose (identity, rule) changed since the last call to
+    /// `out` and forgets them (a control-API snapshot starting).
+    pub fn drain_changes(&self, out: &mut ChangeSet) {
+        self.changed.borrow_mut().drain_into(out);
     }
 
     fn remove(&self, pid: u32) {
@@ -179,6 +190,7 @@ impl Names {
     fn clear_slot(&self, slot: u32) {
         if let Some(n) = self.by_slot.borrow_mut().get_mut(slot as usize) {
             *n = SlotName::UNKNOWN;
+            self.changed.borrow_mut().mark(slot);
         }
     }
 }
@@ -571,5 +583,34 @@ impl crate::events::Sink for NamesSink {
         if let Some(m) = moved {
             self.transitions.borrow_mut().push(m);
         }
+    }
+}
+
+#[cfg(test)]
+mod names_tests {
+    use super::*;
+
+    /// Naming a slot (an identity answer, long after the slot's last
+    /// change) and un-naming it (a new agent in the slot) both mark it for
+    /// the next control-API snapshot.
+    #[test]
+    fn naming_marks_the_slot() {
+        let names = Names::new(Arc::new(Registry::new(16)));
+        let mut c = ChangeSet::default();
+        names.set(7, Some(3), IdentityId(1), Some(0));
+        names.set(8, None, IdentityId(1), None);
+        names.drain_changes(&mut c);
+        assert_eq!((c.len(), c.contains(3)), (1, true));
+        let mut c = ChangeSet::default();
+        names.drain_changes(&mut c);
+        assert!(c.is_empty(), "drained");
+        names.clear_slot(3);
+        names.clear_slot(100);
+        names.drain_changes(&mut c);
+        assert_eq!(
+            (c.len(), c.contains(3)),
+            (1, true),
+            "slot 100 was never named"
+        );
     }
 }

@@ -11,6 +11,7 @@
 //!   index are reserved up front; hostile traffic can only fill them, and a
 //!   full tracker evicts or refuses per `--tracker-eviction-policy`.
 
+mod changes;
 mod index;
 mod lists;
 mod live;
@@ -22,6 +23,7 @@ use varta_vlp::{Frame, Status};
 
 use crate::config::EvictionPolicy;
 use crate::events::{Event, EventBus, Origin, RejectReason};
+pub use changes::ChangeSet;
 use index::PidIndex;
 use lists::{List, NIL};
 pub use live::ClassTimeouts;
@@ -197,6 +199,9 @@ pub struct Tracker {
     global: TokenBucket,
     /// Stalls are not raised before this observer time (clock-jump grace).
     grace_until: u64,
+    /// Slots whose snapshot-visible fields changed since the last
+    /// [`Tracker::drain_changes`] (control-API snapshots copy only those).
+    changed: ChangeSet,
 }
 
 impl Tracker {
@@ -218,6 +223,7 @@ impl Tracker {
             admitted: Vec::new(),
             record_admitted: false,
             grace_until: 0,
+            changed: ChangeSet::default(),
         }
     }
 
@@ -521,6 +527,7 @@ impl Tracker {
                 peer: inc.peer,
             });
         }
+        self.changed.mark(idx);
         bus.emit(now_ns, Event::NewLife { pid: inc.pid });
         true
     }
@@ -534,6 +541,7 @@ impl Tracker {
         } else {
             self.lists[from as usize].remove(&mut self.slots, idx);
         }
+        self.changed.mark(idx);
         let s = &mut self.slots[idx as usize];
         s.flags &= !IN_GRACE;
         s.state = target;

@@ -64,6 +64,7 @@ impl Tracker {
         if s.class() == class {
             return true;
         }
+        self.changed.mark(idx);
         if s.state == SlotState::Live {
             self.live.remove(&mut self.slots, idx);
             self.slots[idx as usize].set_class(class);
@@ -80,7 +81,10 @@ impl Tracker {
     pub fn reclassify(&mut self, mut f: impl FnMut(u32, u8, Origin) -> u8) -> Vec<u32> {
         let classes = self.live.class_count();
         let mut changed = Vec::new();
-        for s in self.slots.iter_mut().filter(|s| s.state != SlotState::Free) {
+        for (idx, s) in self.slots.iter_mut().enumerate() {
+            if s.state == SlotState::Free {
+                continue;
+            }
             let mut c = f(s.pid, s.class(), s.origin);
             if usize::from(c) >= classes {
                 c = 0;
@@ -88,6 +92,7 @@ impl Tracker {
             if c != s.class() {
                 changed.push(s.pid);
                 s.set_class(c);
+                self.changed.mark(idx as u32);
             }
         }
         // Lists are per class: re-file live slots even if only the class

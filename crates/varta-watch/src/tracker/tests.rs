@@ -780,3 +780,51 @@ fn hundred_thousand_agents_four_thresholds_all_stall_on_time() {
     assert_eq!(seen, N);
     assert_eq!(t.counts(), (0, N, 0));
 }
+
+/// Every change a control-API snapshot shows marks the slot, and only
+/// those: a beat, a stall, an exit, a class change; not a rejected frame.
+#[test]
+fn changes_mark_the_slots_a_snapshot_must_copy_again() {
+    let (mut t, mut bus, _) = setup(8);
+    t.set_classes(&[class(0, 0), class(300, 0)]);
+    let mut probe = NoProbe;
+    let drained = |t: &mut Tracker| {
+        let mut c = ChangeSet::default();
+        t.drain_changes(&mut c);
+        c
+    };
+    for pid in 1..=3 {
+        t.on_frame(0, beat(pid, 1), &mut probe, &mut bus);
+    }
+    let slot = |t: &Tracker, pid| t.slot_of(pid).unwrap();
+    let c = drained(&mut t);
+    assert_eq!(c.len(), 3, "admissions");
+    assert!(drained(&mut t).is_empty(), "drained");
+    t.on_frame(MS, beat(2, 2), &mut probe, &mut bus);
+    assert_eq!(drained(&mut t), {
+        let mut c = ChangeSet::default();
+        c.mark(slot(&t, 2));
+        c
+    });
+    // A replayed nonce is dropped: nothing changed.
+    t.on_frame(2 * MS, beat(2, 2), &mut probe, &mut bus);
+    assert!(drained(&mut t).is_empty(), "a dropped frame marks nothing");
+    assert!(t.assign_class(3, 1));
+    assert!(drained(&mut t).contains(slot(&t, 3)), "class change");
+    assert!(t.assign_class(3, 1));
+    assert!(drained(&mut t).is_empty(), "same class: no change");
+    t.on_frame(3 * MS, terminal(1, 5), &mut probe, &mut bus);
+    assert!(drained(&mut t).contains(slot(&t, 1)), "exit");
+    t.expire(10_000 * MS, &mut bus);
+    let c = drained(&mut t);
+    assert!(c.contains(slot(&t, 2)) && c.contains(slot(&t, 3)), "stalls");
+    let changed = t.reclassify(|_, _, _| 0);
+    assert_eq!(changed, vec![3]);
+    let c = drained(&mut t);
+    assert_eq!(
+        c.len(),
+        1,
+        "reclassify marks the agents whose class changed"
+    );
+    assert!(c.contains(slot(&t, 3)));
+}

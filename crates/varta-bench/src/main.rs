@@ -85,6 +85,12 @@ enum Cmd {
     Alerts(AlertsArgs),
     /// Every scenario above but churn and alerts, in that order.
     All(Box<AllArgs>),
+    /// Soak (not part of `all`): our observer for 10 minutes at over half
+    /// its measured maximum UDP ingest, agents dying (terminal frame) and
+    /// starting every second, a few falling silent, /metrics scraped every
+    /// second, export on; RSS growth, false stalls, deaths detected, export
+    /// lines vs event counters.
+    Soak(SoakArgs),
     /// (internal) one agent process used as load generator.
     #[command(hide = true)]
     Sender(SenderCli),
@@ -218,6 +224,46 @@ pub struct AlertsArgs {
     /// Seed of the silence-time PRNG (repetition r uses seed + r).
     #[arg(long, default_value_t = 0x5eed)]
     pub alerts_seed: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SoakArgs {
+    /// Length of the load, seconds [default: 600; --quick 30].
+    #[arg(long)]
+    pub duration_secs: Option<f64>,
+    /// Agents beating at any moment [default: 20000; --quick 5000].
+    #[arg(long)]
+    pub soak_agents: Option<u32>,
+    /// Beats per second of each agent.
+    #[arg(long, default_value_t = 4.0)]
+    pub soak_hz: f64,
+    /// Agents dying per second (terminal frame), each replaced by a new pid.
+    #[arg(long, default_value_t = 100.0)]
+    pub soak_deaths_per_sec: f64,
+    /// One agent falls silent (no terminal frame: it must stall once) every
+    /// this many seconds [default: 20; --quick 5].
+    #[arg(long)]
+    pub soak_silence_every_secs: Option<f64>,
+    /// Stall threshold of the observer, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub soak_threshold_ms: u64,
+    /// RSS warm-up, seconds [default: 60; --quick 10].
+    #[arg(long)]
+    pub soak_warmup_secs: Option<f64>,
+    /// RSS growth compares the median of the first window after warm-up
+    /// with the last window's, seconds [default: 60; --quick 5].
+    #[arg(long)]
+    pub soak_window_secs: Option<f64>,
+    /// Sender threads, each with its own socket and share of the agents.
+    #[arg(long, default_value_t = 2)]
+    pub soak_senders: usize,
+    /// --tracker-capacity [default: agents + silenced + 30 s of deaths + 1024].
+    #[arg(long)]
+    pub soak_capacity: Option<u32>,
+    /// The measured maximum ingest the load is held against, frames/s
+    /// (BENCHMARKS.md, ingest-udp, plaintext, ours).
+    #[arg(long, default_value_t = 145_059.0)]
+    pub soak_max_ingest: f64,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -497,6 +543,7 @@ fn main() -> ExitCode {
         Cmd::Scrape(a) => vec![Scenario::Scrape(a.clone())],
         Cmd::Churn(a) => vec![Scenario::Churn(a.clone())],
         Cmd::Alerts(a) => vec![Scenario::Alerts(a.clone())],
+        Cmd::Soak(a) => vec![Scenario::Soak(a.clone())],
         Cmd::All(a) => vec![
             Scenario::Ingest(a.ingest.clone()),
             Scenario::IngestUdp(a.ingest_udp.clone()),
@@ -583,6 +630,7 @@ enum Scenario {
     Scrape(ScrapeArgs),
     Churn(ChurnArgs),
     Alerts(AlertsArgs),
+    Soak(SoakArgs),
 }
 
 impl Scenario {
@@ -598,6 +646,7 @@ impl Scenario {
             Scenario::Scrape(_) => "scrape",
             Scenario::Churn(_) => "churn",
             Scenario::Alerts(_) => "alerts",
+            Scenario::Soak(_) => "soak",
         }
     }
 }
@@ -625,5 +674,6 @@ fn run_scenario(
         Scenario::Scrape(a) => scenarios::scrape::run(a, common, &binaries(bins)?),
         Scenario::Churn(a) => scenarios::churn::run(a, common, &binaries(bins)?),
         Scenario::Alerts(a) => scenarios::alerts::run(a, common, &binaries(bins)?),
+        Scenario::Soak(a) => scenarios::soak::run(a, common, &binaries(bins)?),
     }
 }

@@ -10,6 +10,7 @@ pub mod ingest_udp;
 pub mod recovery;
 pub mod scale;
 pub mod scrape;
+pub mod soak;
 
 /// A markdown table printed with padded columns (readable raw and rendered).
 pub struct Table {

@@ -67,8 +67,10 @@ pub use record::{
     ParseError, ParsedLine, Record, Schema, EXCERPT_MAX,
 };
 pub use secret_file::{read_secret_file, SecretFileError};
-pub use tail::{probe, Header, TailProbe, TailRecord};
-pub use verify::{verify_files, Failure, Problem, Summary, Verifier, VerifyError};
+pub use tail::{probe, BadLine, Header, TailProbe, TailRecord};
+pub use verify::{
+    verify_files, verify_open_file, Failure, Problem, Summary, Verifier, VerifyError,
+};
 
 /// First line of every v2 audit file, newline included.
 pub const HEADER_V2: &str = "# varta-watch recovery audit v2\n";

@@ -231,8 +231,13 @@ pub struct ParsedLine {
     pub seq: u64,
     /// The columns between `seq` and `chain`.
     pub record: Record,
-    /// The `chain` column.
+    /// The `chain` column; all zero when the column is `-` (see
+    /// [`ParsedLine::chained`]), which is how 0.2.0 itself read it.
     pub chain: ChainHash,
+    /// False when the `chain` column is `-`: the record was written by a
+    /// 0.2.0 built without its `audit-chain` feature and carries no link,
+    /// so nothing in the line itself can be verified.
+    pub chained: bool,
     /// Length of the chained body: the line up to the tab before `chain`.
     pub body_len: usize,
     /// Schema v3 agent records: the `name` and `unit` columns.
@@ -453,6 +458,13 @@ impl Record {
     /// following a record whose chain was `prev`, and its own chain value.
     pub fn to_line(&self, seq: u64, key: &ChainKey, prev: &ChainHash) -> (String, ChainHash) {
         self.to_line_as(seq, key, prev, Schema::V2, None)
+    }
+
+    /// The line (newline included) 0.2.0 built without `audit-chain`
+    /// writes for this record: the v2 body and `-` as its chain column. We
+    /// never write one; tests and tools use it to build such files.
+    pub fn to_unchained_line(&self, seq: u64) -> String {
+        format!("{}\t-\n", self.body(seq))
     }
 
     /// [`Record::to_line`] in `schema`, with the agent columns of v3.
@@ -700,11 +712,18 @@ pub fn parse_line_as(line: &[u8], schema: Schema) -> Result<ParsedLine, ParseErr
         });
     }
     let chain_str = cols[expected - 1];
-    let chain = parse_hex(chain_str).ok_or_else(|| bad("chain", chain_str))?;
+    // `-`: what 0.2.0 built without `audit-chain` writes in every record.
+    let chained = chain_str != "-";
+    let chain = if chained {
+        parse_hex(chain_str).ok_or_else(|| bad("chain", chain_str))?
+    } else {
+        crate::chain::ZERO_CHAIN
+    };
     Ok(ParsedLine {
         seq,
         record,
         chain,
+        chained,
         body_len: s.len() - chain_str.len() - 1,
         agent,
     })

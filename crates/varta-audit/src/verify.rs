@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::chain::{ChainHash, ChainKey, ZERO_CHAIN};
 use crate::record::{parse_line_as, ParseError, Record, Schema};
+use crate::tail::leading_seq;
 use crate::{HEADER_V1_PREFIX, HEADER_V2, HEADER_V3};
 
 /// Longest line the verifier reads (a real record is a few hundred bytes);
@@ -27,7 +28,9 @@ pub struct Summary {
     pub boots: u64,
     /// Files checked.
     pub files: usize,
-    /// Chain value of the last record (what a writer continues from).
+    /// Chain value of the last record (what a writer continues from); for
+    /// an unchained last record, the chain it would have had (the value a
+    /// writer continuing it seals it with).
     pub last_chain: Option<ChainHash>,
     /// Seq of the first record when it is a `boot` record whose
     /// `prev_chain` column anchored the chain (a rotated generation or a
@@ -36,6 +39,17 @@ pub struct Summary {
     pub anchored_at: Option<u64>,
     /// Files with a schema v3 header (the others are v2).
     pub v3_files: usize,
+    /// Records whose chain column is `-` (written by 0.2.0 built without
+    /// `audit-chain`), counted in `records` too. Nothing in them can be
+    /// verified: only their seq order is checked.
+    pub unchained: u64,
+    /// Seq of the first and of the last unchained record.
+    pub unchained_seqs: Option<(u64, u64)>,
+    /// Of the unchained records, those sealed: a chained `boot` record
+    /// after them carries, in its `prev_chain` column, the chain they would
+    /// have had (what our observer writes when it continues such a file),
+    /// so an edit made to them after that boot record is detected.
+    pub sealed: u64,
 }
 
 impl fmt::Display for Summary {
@@ -59,6 +73,19 @@ impl fmt::Display for Summary {
                 ", schema v2 and v3 ({} v3)",
                 plural(self.v3_files as u64, "file")
             )?;
+        }
+        if self.unchained > 0 {
+            let (a, b) = self.unchained_seqs.unwrap_or_default();
+            write!(
+                f,
+                "; {} of them UNCHAINED (chain column `-`, seq {a}..{b}: written by varta-watch 0.2.0 built without audit-chain) and NOT verifiable",
+                self.unchained
+            )?;
+            match (self.sealed, self.unchained - self.sealed) {
+                (0, _) => f.write_str(", not sealed")?,
+                (s, 0) => write!(f, ", {s} sealed by the chain after them (later edits to them are detected)")?,
+                (s, u) => write!(f, ", {s} sealed by the chain after them (later edits to them are detected), {u} not sealed")?,
+            }
         }
         if let Some(seq) = self.anchored_at {
             write!(
@@ -95,6 +122,10 @@ pub enum Problem {
     },
     /// A `boot` record's `prev_chain` column is not the previous chain.
     BootPrevMismatch,
+    /// A `boot` record after unchained records does not carry the chain
+    /// they would have had: one of them was edited, removed or added after
+    /// the observer sealed them with this record.
+    SealMismatch,
     /// The chain column is not the link computed from the previous record.
     ChainMismatch {
         /// The very first record failed without a key: the file may be keyed.
@@ -132,6 +163,9 @@ impl fmt::Display for Problem {
             ),
             Problem::BootPrevMismatch => f.write_str(
                 "boot record's prev_chain column is not the previous record's chain",
+            ),
+            Problem::SealMismatch => f.write_str(
+                "boot record's prev_chain column does not seal the unchained records before it: one of them was modified, removed or added after this record was written",
             ),
             Problem::ChainMismatch { maybe_keyed } => {
                 f.write_str("chain mismatch: this record (or the one before it) was modified")?;
@@ -196,7 +230,13 @@ pub enum VerifyError {
 #[derive(Debug)]
 pub struct Verifier {
     key: ChainKey,
+    /// The running chain value: the last record's chain, or for an
+    /// unchained record the chain it would have had (its "virtual" link).
     prev: Option<ChainHash>,
+    /// Unchained records since the last chained one (not yet sealed).
+    pending_unchained: u64,
+    /// The next record is the first of its file.
+    first_in_file: bool,
     summary: Summary,
 }
 
@@ -206,6 +246,8 @@ impl Verifier {
         Verifier {
             key,
             prev: None,
+            pending_unchained: 0,
+            first_in_file: true,
             summary: Summary::default(),
         }
     }
@@ -217,6 +259,7 @@ impl Verifier {
         mut reader: R,
     ) -> Result<(), VerifyError> {
         self.summary.files += 1;
+        self.first_in_file = true;
         let mut schema = Schema::V2;
         let mut buf = Vec::new();
         let mut line_no = 0u64;
@@ -242,7 +285,9 @@ impl Verifier {
                     records_before: before,
                 })))
             };
-            let before = self.summary.records;
+            // Chained records verified so far: the "maybe keyed" hint needs
+            // to know whether the first *link* failed.
+            let before = self.summary.records - self.summary.unchained;
             let Some(content) = buf.strip_suffix(b"\n") else {
                 let p = if buf.len() > MAX_LINE {
                     Problem::LineTooLong
@@ -278,7 +323,7 @@ impl Verifier {
                 line: 1,
                 seq: None,
                 problem: Problem::MissingHeader,
-                records_before: self.summary.records,
+                records_before: self.summary.records - self.summary.unchained,
             })));
         }
         Ok(())
@@ -300,7 +345,50 @@ impl Verifier {
             Record::Boot { prev_chain, .. } => *prev_chain,
             _ => None,
         };
+        let first_in_file = std::mem::replace(&mut self.first_in_file, false);
+        if !p.chained {
+            // Nothing to check. Link it "virtually" (the chain it would
+            // have had) so a chained record after it can seal it. The
+            // first record of a file starts from its boot column (zero for
+            // `-`), so the value depends only on this file: the observer
+            // computes it from the live file alone, and `--with-rotated`
+            // gets the same. Unchained boot columns are not compared: 0.2.0
+            // without the chain writes zeros there.
+            let base = match self.prev {
+                Some(running) if !first_in_file => running,
+                _ => boot_prev.unwrap_or(ZERO_CHAIN),
+            };
+            let virt = self
+                .key
+                .next(&base, p.record.kind(), &content[..p.body_len]);
+            self.pending_unchained += 1;
+            let s = &mut self.summary;
+            s.unchained += 1;
+            s.unchained_seqs = Some(match s.unchained_seqs {
+                Some((a, _)) => (a, p.seq),
+                None => (p.seq, p.seq),
+            });
+            self.advance(p.seq, virt, &p.record);
+            return Ok(());
+        }
         let prev = match (self.prev, boot_prev) {
+            // A chained boot record right after unchained ones: ours seals
+            // them (its column is their virtual chain); 0.2.0 built with
+            // the chain, resuming an unchained file, starts from zero (`-`
+            // or zeros in the column) and leaves them unsealed. Any other
+            // column means the unchained records were edited after the
+            // seal.
+            (Some(running), col) if self.pending_unchained > 0 && p.record.kind() == "boot" => {
+                match col {
+                    Some(c) if c == running => {
+                        self.summary.sealed += self.pending_unchained;
+                        running
+                    }
+                    None => ZERO_CHAIN,
+                    Some(c) if c == ZERO_CHAIN => ZERO_CHAIN,
+                    Some(_) => return Err((Problem::SealMismatch, seq)),
+                }
+            }
             (Some(running), Some(col)) if running != col => {
                 return Err((Problem::BootPrevMismatch, seq))
             }
@@ -314,22 +402,28 @@ impl Verifier {
             }
             (None, None) => ZERO_CHAIN,
         };
+        self.pending_unchained = 0;
         let expected = self
             .key
             .next(&prev, p.record.kind(), &content[..p.body_len]);
         if expected != p.chain {
             return Err((Problem::ChainMismatch { maybe_keyed: false }, seq));
         }
+        self.advance(p.seq, p.chain, &p.record);
+        Ok(())
+    }
+
+    /// Counts a record and moves the running chain on.
+    fn advance(&mut self, seq: u64, chain: ChainHash, record: &Record) {
         let s = &mut self.summary;
         s.records += 1;
-        s.first_seq.get_or_insert(p.seq);
-        s.last_seq = Some(p.seq);
-        s.last_chain = Some(p.chain);
-        if matches!(p.record, Record::Boot { .. }) {
+        s.first_seq.get_or_insert(seq);
+        s.last_seq = Some(seq);
+        s.last_chain = Some(chain);
+        if matches!(record, Record::Boot { .. }) {
             s.boots += 1;
         }
-        self.prev = Some(p.chain);
-        Ok(())
+        self.prev = Some(chain);
     }
 
     /// What was verified.
@@ -338,10 +432,48 @@ impl Verifier {
     }
 }
 
-/// The leading seq column of a line that failed to parse, if it is a number.
-fn leading_seq(line: &[u8]) -> Option<u64> {
-    let end = line.iter().position(|&b| b == b'\t')?;
-    std::str::from_utf8(&line[..end]).ok()?.parse().ok()
+/// Reads an open file with `pread`, leaving its file offset alone (the
+/// writer's descriptor is shared).
+struct PreadReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for PreadReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Verifies the first `len` bytes of one open file (the whole of it, not a
+/// tail window) as a chain on its own: what a writer needs before it
+/// continues a file whose last record is unchained, to learn the value it
+/// seals those records with ([`Summary::last_chain`]). `path` only labels
+/// failures.
+pub fn verify_open_file(
+    file: &File,
+    len: u64,
+    path: &Path,
+    key: &ChainKey,
+) -> Result<Summary, VerifyError> {
+    let mut v = Verifier::new(key.clone());
+    let reader = PreadReader {
+        file,
+        pos: 0,
+        end: len,
+    };
+    v.check_reader(path, BufReader::with_capacity(64 * 1024, reader))?;
+    Ok(v.finish())
 }
 
 fn run(paths: &[PathBuf], key: &ChainKey) -> Result<Summary, VerifyError> {

@@ -136,6 +136,30 @@ pub enum AuditError {
         /// The file.
         path: PathBuf,
     },
+    /// The last complete line is not a record. Only an incomplete final
+    /// line (a torn write) is ever cut: this one may be a record we cannot
+    /// read, so the observer refuses rather than lose it.
+    #[error("--recovery-audit-file {}: its last complete line (byte offset {offset}{}) is not a record: {error}; the observer never cuts a complete line. Look at it (`tail -n 3 {}`), check the file with `varta audit verify {}`, then repair it or move it aside (e.g. `mv {} {}.old`) to start a new chain", .path.display(), .seq.map(|s| format!(", seq {s}")).unwrap_or_default(), .path.display(), .path.display(), .path.display(), .path.display())]
+    UnparseableLastLine {
+        /// The file.
+        path: PathBuf,
+        /// Offset of the line.
+        offset: u64,
+        /// Its seq column, if readable.
+        seq: Option<u64>,
+        /// Why it does not parse.
+        error: varta_audit::ParseError,
+    },
+    /// The file ends in unchained records (0.2.0 without `audit-chain`) and
+    /// does not read as one sequence, so there is no value to seal them
+    /// with.
+    #[error("--recovery-audit-file {}: its last records carry no hash chain (chain column `-`: written by varta-watch 0.2.0 built without audit-chain); to continue it the observer reads the whole file, which failed: {failure}. Nothing was changed; move it aside (e.g. `mv {} {}.0.2.0`) to start a new chain", .path.display(), .path.display(), .path.display())]
+    UnchainedFileDoesNotVerify {
+        /// The file (`PATH` or `PATH.1`).
+        path: PathBuf,
+        /// The verifier's report (file, line, seq, problem).
+        failure: String,
+    },
     /// A key is configured but the file has a plain SHA-256 chain.
     #[error("--recovery-audit-file {}: the file has a plain SHA-256 chain but --recovery-audit-key-file is set; appending HMAC records would break its chain: move it aside (e.g. `mv {} {}.plain`) to start a keyed file, or drop the key file", .path.display(), .path.display(), .path.display())]
     PlainFileWithKey {
@@ -224,10 +248,23 @@ impl AuditLog {
         let opened = open::open(s, daemon_pid, key)?;
         if opened.repaired > 0 {
             counters.torn_tail_repairs.fetch_add(1, Ordering::Relaxed);
+            // The cut bytes go to the log, so even an incomplete record
+            // leaves a trace.
             tracing::warn!(
                 path = %s.file.path.display(),
                 bytes = opened.repaired,
-                "recovery audit file ended with a torn or unparseable line (unclean shutdown); cut it off and continued the chain"
+                torn = ?String::from_utf8_lossy(&opened.torn_head),
+                "recovery audit file ended with an incomplete line (a write torn by a crash or power cut); cut it off and continued the chain"
+            );
+        }
+        if let Some(u) = &opened.unchained {
+            let (a, b) = u.unchained_seqs.unwrap_or_default();
+            tracing::warn!(
+                path = %u.path.display(),
+                unchained = u.unchained,
+                first_seq = a,
+                last_seq = b,
+                "recovery audit file has records without a hash chain (chain column `-`: written by varta-watch 0.2.0 built without audit-chain); they are kept as they are and cannot be verified; the chain continues after them and its boot record seals them from now on"
             );
         }
         // `sync_every > 1` is warned about once, by config validation.

@@ -7,8 +7,12 @@ use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
+use std::path::PathBuf;
 use varta_audit::secret_file::{check_metadata, open_error, open_secret_file};
-use varta_audit::{probe, rotated_path, BootReason, ChainKey, Header, TailRecord};
+use varta_audit::{
+    probe, rotated_path, verify_open_file, BootReason, ChainHash, ChainKey, Header, TailRecord,
+    VerifyError,
+};
 
 use super::writer::{shift_generations, sync_parent, Start};
 use super::{AuditError, AuditSettings};
@@ -19,7 +23,19 @@ pub(super) struct Opened {
     pub(super) reason: BootReason,
     /// Bytes cut off a torn tail (0: none).
     pub(super) repaired: u64,
+    /// The first bytes of what was cut.
+    pub(super) torn_head: Vec<u8>,
     pub(super) created: bool,
+    /// The file continued ends in records without a chain (0.2.0 built
+    /// without `audit-chain`).
+    pub(super) unchained: Option<Unchained>,
+}
+
+/// Unchained records found in the file continued (for the startup log).
+pub(super) struct Unchained {
+    pub(super) path: PathBuf,
+    pub(super) unchained: u64,
+    pub(super) unchained_seqs: Option<(u64, u64)>,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
@@ -75,10 +91,61 @@ fn check_link(path: &Path, last: &TailRecord, key: &ChainKey) -> Result<(), Audi
     })
 }
 
+/// Seq and chain to continue `path` from, its last record being `last`.
+///
+/// A chained record: its own chain, once its link verifies with `key`. An
+/// unchained one (`-`, 0.2.0 without `audit-chain`): the whole file is read
+/// to compute the chain the records would have had, which the new boot
+/// record's `prev_chain` carries — so the old records are kept byte for
+/// byte and sealed from now on. The scan reads the file once; after the
+/// boot record the tail is chained and later starts read only the window.
+fn continuation(
+    path: &Path,
+    file: &File,
+    last: &TailRecord,
+    key: &ChainKey,
+    unchained: &mut Option<Unchained>,
+) -> Result<(u64, ChainHash), AuditError> {
+    if last.line.chained {
+        check_link(path, last, key)?;
+        return Ok((last.line.seq, last.line.chain));
+    }
+    let summary = verify_open_file(file, last.end, path, key).map_err(|e| match e {
+        VerifyError::Unreadable { source, .. } => io_err(path)(source),
+        VerifyError::Invalid(f) => AuditError::UnchainedFileDoesNotVerify {
+            path: path.to_path_buf(),
+            failure: f.to_string(),
+        },
+    })?;
+    let chain = match (summary.last_seq, summary.last_chain) {
+        (Some(seq), Some(chain)) if seq == last.line.seq => chain,
+        // The window and the scan disagree: the file changed under us.
+        _ => {
+            return Err(AuditError::UnchainedFileDoesNotVerify {
+                path: path.to_path_buf(),
+                failure: format!(
+                    "the full read ended at seq {:?}, the tail at seq {}",
+                    summary.last_seq, last.line.seq
+                ),
+            })
+        }
+    };
+    *unchained = Some(Unchained {
+        path: path.to_path_buf(),
+        unchained: summary.unchained,
+        unchained_seqs: summary.unchained_seqs,
+    });
+    Ok((last.line.seq, chain))
+}
+
 /// The last record of `PATH.1`, to continue from when the live file has no
 /// record (a crash between rotation's rename and the new file's boot
 /// record, or an operator who removed the live file).
-fn previous_generation(path: &Path, key: &ChainKey) -> Result<Option<TailRecord>, AuditError> {
+fn previous_generation(
+    path: &Path,
+    key: &ChainKey,
+    unchained: &mut Option<Unchained>,
+) -> Result<Option<(u64, ChainHash)>, AuditError> {
     let prev = rotated_path(path, 1);
     if std::fs::symlink_metadata(&prev).is_err() {
         return Ok(None);
@@ -86,10 +153,7 @@ fn previous_generation(path: &Path, key: &ChainKey) -> Result<Option<TailRecord>
     let file = open_secret_file(&prev).map_err(AuditError::File)?;
     let p = probe(&file).map_err(io_err(&prev))?;
     match p.last {
-        Some(last) => {
-            check_link(&prev, &last, key)?;
-            Ok(Some(last))
-        }
+        Some(last) => continuation(&prev, &file, &last, key, unchained).map(Some),
         None => Ok(None),
     }
 }
@@ -107,14 +171,8 @@ pub(super) fn open(
         sync_parent(path).map_err(io_err(path))?;
     }
     let p = probe(&file).map_err(io_err(path))?;
-    let mut repaired = 0;
-    if let Some(to) = p.truncate_to {
-        rustix::fs::ftruncate(&file, to).map_err(|e| io_err(path)(e.into()))?;
-        rustix::fs::fdatasync(&file).map_err(|e| io_err(path)(e.into()))?;
-        repaired = p.len - to;
-    }
-    let mut len = p.truncate_to.unwrap_or(p.len);
-    let (continues, needs_header, reason) = match p.header {
+    // Refusals come first: nothing is cut from a file we do not continue.
+    match p.header {
         Header::LegacyV1 => {
             return Err(AuditError::LegacyV1 {
                 path: path.to_path_buf(),
@@ -125,15 +183,38 @@ pub(super) fn open(
                 path: path.to_path_buf(),
             })
         }
-        Header::V2 | Header::V3 if p.last.is_none() && !p.complete_scan => {
-            return Err(AuditError::NoRecordInTail {
-                path: path.to_path_buf(),
-            })
-        }
-        Header::V2 | Header::V3 if p.last.is_some() => {
-            let last = p.last.as_ref().expect("checked");
-            check_link(path, last, &key)?;
-            let continues = Some((last.line.seq, last.line.chain));
+        _ => {}
+    }
+    if let Some(bad) = p.bad_last.clone() {
+        return Err(AuditError::UnparseableLastLine {
+            path: path.to_path_buf(),
+            offset: bad.offset,
+            seq: bad.seq,
+            error: bad.error,
+        });
+    }
+    if p.header.schema().is_some() && p.last.is_none() && !p.complete_scan {
+        return Err(AuditError::NoRecordInTail {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut unchained = None;
+    // Where the chain continues, decided (and checked) before anything is
+    // cut, so a refusal leaves the file as it was.
+    let tail_continues = match &p.last {
+        Some(last) => Some(continuation(path, &file, last, &key, &mut unchained)?),
+        None => None,
+    };
+    // Only an incomplete final line (no newline: a torn write) is cut.
+    let mut repaired = 0;
+    if let Some(to) = p.truncate_to {
+        rustix::fs::ftruncate(&file, to).map_err(|e| io_err(path)(e.into()))?;
+        rustix::fs::fdatasync(&file).map_err(|e| io_err(path)(e.into()))?;
+        repaired = p.len - to;
+    }
+    let mut len = p.truncate_to.unwrap_or(p.len);
+    let (continues, needs_header, reason) = match (p.header, tail_continues) {
+        (Header::V2 | Header::V3, Some(continues)) => {
             if p.header.schema() != Some(schema) {
                 // One file holds one schema: the file in the other schema
                 // becomes PATH.1 and a new file in ours continues its chain
@@ -148,32 +229,31 @@ pub(super) fn open(
                     to = schema.as_str(),
                     "recovery audit schema changed: the old file was rotated to PATH.1 and the chain continues in a new file"
                 );
-                (continues, true, BootReason::Rotation)
+                (Some(continues), true, BootReason::Rotation)
             } else {
                 let reason = if repaired > 0 {
                     BootReason::CorruptTail
                 } else {
                     BootReason::Resume
                 };
-                (continues, false, reason)
+                (Some(continues), false, reason)
             }
         }
-        // No record in the file (empty, torn header, header only or only
-        // garbage after it): continue PATH.1's chain if there is one.
-        header => {
-            let prev = previous_generation(path, &key)?;
+        // No record in the file (empty, torn header, header only or a torn
+        // line after it): continue PATH.1's chain if there is one.
+        (header, _) => {
+            let prev = previous_generation(path, &key, &mut unchained)?;
             let reason = match (repaired > 0, &prev) {
                 (true, _) => BootReason::CorruptTail,
                 (false, Some(_)) => BootReason::Resume,
                 (false, None) => BootReason::Fresh,
             };
-            let continues = prev.map(|t| (t.line.seq, t.line.chain));
             if header.schema().is_some_and(|h| h != schema) {
                 // A header of the other schema and no record: rewrite it.
                 rustix::fs::ftruncate(&file, 0).map_err(|e| io_err(path)(e.into()))?;
                 len = 0;
             }
-            (continues, header.schema() != Some(schema), reason)
+            (prev, header.schema() != Some(schema), reason)
         }
     };
     Ok(Opened {
@@ -191,6 +271,8 @@ pub(super) fn open(
         },
         reason,
         repaired,
+        torn_head: p.torn_head,
         created,
+        unchained,
     })
 }

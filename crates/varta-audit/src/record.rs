@@ -767,6 +767,35 @@ mod tests {
     }
 
     #[test]
+    fn unchained_lines_of_the_original_parse_as_unchained_records() {
+        // Written by 0.2.0 built without `audit-chain` (tests/data of
+        // varta-watch: original-0.2.0-nochain.tsv).
+        let lines = [
+            "1\t1796078775022\t0\tboot\t11603\t-\tfresh\t-",
+            "6\t1796078776906\t0\tboot\t11767\t0000000000000000000000000000000000000000000000000000000000000000\tresume\t-",
+            "8\t1796078777741\t0\tcomplete\t11770\t11780\tkilled\t-\t9\t224040586\t0\t0\tfalse\t-",
+        ];
+        for l in lines {
+            let p = parse_line(l.as_bytes()).unwrap();
+            assert!(!p.chained, "{l}");
+            assert_eq!(p.chain, ZERO_CHAIN);
+            assert_eq!(p.record.to_unchained_line(p.seq), format!("{l}\n"));
+            assert_eq!(p.body_len, l.len() - 2);
+        }
+        let chained = complete(None).to_line(3, &ChainKey::Plain, &ZERO_CHAIN).0;
+        assert!(parse_line(chained.trim_end().as_bytes()).unwrap().chained);
+        // Only a lone `-` means "no chain".
+        for bad_chain in ["--", "", "-0", "+"] {
+            let l = format!("1\t2\t0\trefused\t5\tgiven_up\t{bad_chain}");
+            assert_eq!(
+                parse_line(l.as_bytes()).unwrap_err(),
+                bad("chain", bad_chain),
+                "{l}"
+            );
+        }
+    }
+
+    #[test]
     fn excerpt_column_is_optional_and_round_trips() {
         for r in [complete(None), complete(Some("a\\tb")), complete(Some(""))] {
             let (line, chain) = r.to_line(3, &ChainKey::Plain, &ZERO_CHAIN);

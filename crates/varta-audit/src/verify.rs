@@ -361,6 +361,11 @@ impl Verifier {
             let virt = self
                 .key
                 .next(&base, p.record.kind(), &content[..p.body_len]);
+            if first_in_file {
+                // The virtual chain restarted: a seal in this file does not
+                // cover unchained records of an older one.
+                self.pending_unchained = 0;
+            }
             self.pending_unchained += 1;
             let s = &mut self.summary;
             s.unchained += 1;
@@ -659,6 +664,154 @@ mod tests {
         assert_eq!((f.line, f.problem.clone()), (1, Problem::MissingHeader));
         let f = check("", &ChainKey::Plain).unwrap_err();
         assert_eq!(f.problem, Problem::MissingHeader);
+    }
+
+    /// `n` unchained records (what 0.2.0 without `audit-chain` writes)
+    /// from `first`, a boot record first.
+    fn unchained(first: u64, n: u64, reason: BootReason) -> String {
+        (first..first + n)
+            .map(|seq| {
+                let rec = if seq == first {
+                    Record::Boot {
+                        wallclock_ms: 1,
+                        observer_ns: 0,
+                        daemon_pid: 7,
+                        // 0.2.0 without the chain writes zeros on resume.
+                        prev_chain: (reason != BootReason::Fresh).then_some(ZERO_CHAIN),
+                        reason,
+                    }
+                } else {
+                    Record::Refused {
+                        wallclock_ms: seq,
+                        observer_ns: seq,
+                        agent_pid: 100 + seq as u32,
+                        reason: "debounce_capacity".into(),
+                    }
+                };
+                rec.to_unchained_line(seq)
+            })
+            .collect()
+    }
+
+    /// What our observer appends to a file whose running (virtual) chain
+    /// is `seal`: a resume boot carrying it, then one refused record.
+    fn sealing_boot(seq: u64, seal: ChainHash, key: &ChainKey) -> String {
+        let boot = Record::Boot {
+            wallclock_ms: 9,
+            observer_ns: 0,
+            daemon_pid: 8,
+            prev_chain: Some(seal),
+            reason: BootReason::Resume,
+        };
+        let (l1, c1) = boot.to_line(seq, key, &seal);
+        let rec = Record::Refused {
+            wallclock_ms: 10,
+            observer_ns: 1,
+            agent_pid: 5,
+            reason: "given_up".into(),
+        };
+        let (l2, _) = rec.to_line(seq + 1, key, &c1);
+        l1 + &l2
+    }
+
+    #[test]
+    fn unchained_records_are_counted_and_said_not_verifiable() {
+        let text = format!(
+            "{HEADER_V2}{}{}",
+            unchained(1, 3, BootReason::Fresh),
+            unchained(4, 2, BootReason::Resume)
+        );
+        let s = check(&text, &ChainKey::Plain).unwrap();
+        assert_eq!((s.records, s.boots, s.unchained), (5, 2, 5));
+        assert_eq!((s.unchained_seqs, s.sealed), (Some((1, 5)), 0));
+        assert_eq!(
+            s.to_string(),
+            "5 records (seq 1..5), 2 boots, 1 file; 5 of them UNCHAINED (chain column `-`, seq 1..5: written by varta-watch 0.2.0 built without audit-chain) and NOT verifiable, not sealed"
+        );
+        // Seq order is still checked.
+        let gap = text.replacen("\n3\t", "\n9\t", 1);
+        let f = check(&gap, &ChainKey::Plain).unwrap_err();
+        assert_eq!(f.problem, Problem::SeqGap { prev: 2, got: 9 });
+    }
+
+    #[test]
+    fn a_sealing_boot_record_detects_later_edits_of_unchained_records() {
+        let old = format!("{HEADER_V2}{}", unchained(1, 4, BootReason::Fresh));
+        for key in [ChainKey::Plain, ChainKey::from_hex(&[b'3'; 64]).unwrap()] {
+            let seal = check(&old, &key).unwrap().last_chain.unwrap();
+            let text = format!("{old}{}", sealing_boot(5, seal, &key));
+            let s = check(&text, &key).unwrap();
+            assert_eq!((s.records, s.unchained, s.sealed), (6, 4, 4));
+            assert!(
+                s.to_string().ends_with(
+                    "4 sealed by the chain after them (later edits to them are detected)"
+                ),
+                "{s}"
+            );
+            let edited = text.replacen("\t103\t", "\t104\t", 1);
+            let f = check(&edited, &key).unwrap_err();
+            assert_eq!((f.seq, f.problem.clone()), (Some(5), Problem::SealMismatch));
+            assert!(f.to_string().contains("was modified"), "{f}");
+        }
+    }
+
+    #[test]
+    fn the_seal_of_a_file_does_not_depend_on_its_older_generations() {
+        // PATH.1: unchained; PATH: 0.2.0's unchained rotation boot (zeros)
+        // then our sealing records. The seal is computed from PATH alone
+        // (what the observer reads), and verifies with PATH.1 given too.
+        let older = format!("{HEADER_V2}{}", unchained(1, 3, BootReason::Fresh));
+        let live_old = format!("{HEADER_V2}{}", unchained(4, 2, BootReason::Rotation));
+        let seal = check(&live_old, &ChainKey::Plain)
+            .unwrap()
+            .last_chain
+            .unwrap();
+        let live = format!("{live_old}{}", sealing_boot(6, seal, &ChainKey::Plain));
+        assert_eq!(check(&live, &ChainKey::Plain).unwrap().sealed, 2);
+        let mut v = Verifier::new(ChainKey::Plain);
+        v.check_reader(Path::new("a.1"), older.as_bytes()).unwrap();
+        v.check_reader(Path::new("a"), live.as_bytes()).unwrap();
+        let s = v.finish();
+        assert_eq!((s.records, s.unchained, s.sealed), (7, 5, 2));
+        assert!(
+            s.to_string().contains(
+                "2 sealed by the chain after them (later edits to them are detected), 3 not sealed"
+            ),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn after_unchained_records_only_a_zero_anchor_or_the_seal_is_accepted() {
+        let old = format!("{HEADER_V2}{}", unchained(1, 2, BootReason::Fresh));
+        // 0.2.0 with the chain resuming: boot column zeros (or `-`), chain
+        // from zero.
+        for col in [Some(ZERO_CHAIN), None] {
+            let boot = Record::Boot {
+                wallclock_ms: 3,
+                observer_ns: 0,
+                daemon_pid: 9,
+                prev_chain: col,
+                reason: BootReason::Resume,
+            };
+            let (l, _) = boot.to_line(3, &ChainKey::Plain, &ZERO_CHAIN);
+            let s = check(&format!("{old}{l}"), &ChainKey::Plain).unwrap();
+            assert_eq!((s.records, s.unchained, s.sealed), (3, 2, 0));
+        }
+        // Any other column is a seal that no longer matches.
+        let text = format!("{old}{}", sealing_boot(3, [1; 32], &ChainKey::Plain));
+        let f = check(&text, &ChainKey::Plain).unwrap_err();
+        assert_eq!(f.problem, Problem::SealMismatch);
+        // A chained non-boot record cannot follow unchained ones.
+        let rec = Record::Refused {
+            wallclock_ms: 3,
+            observer_ns: 0,
+            agent_pid: 1,
+            reason: "x".into(),
+        };
+        let (l, _) = rec.to_line(3, &ChainKey::Plain, &ZERO_CHAIN);
+        let f = check(&format!("{old}{l}"), &ChainKey::Plain).unwrap_err();
+        assert_eq!(f.problem, Problem::ChainMismatch { maybe_keyed: false });
     }
 
     #[test]

@@ -121,3 +121,54 @@ fn live_generation_alone_reports_its_anchor() {
     let all = verify_files(&rotated_set(), &ChainKey::Plain).unwrap();
     assert_eq!(all.anchored_at, None);
 }
+
+/// The original built with `audit-chain` continuing a file its build
+/// without the chain wrote: the unchained records are counted, not
+/// verified, and (the original starting its chain from zero) not sealed;
+/// the chained records after them verify.
+#[test]
+fn original_chain_build_after_an_unchained_file() {
+    let s = verify_files(
+        &[data("original-0.2.0-nochain-then-chain.tsv")],
+        &ChainKey::Plain,
+    )
+    .unwrap();
+    assert_eq!((s.records, s.last_seq, s.boots), (14, Some(14), 4));
+    assert_eq!(
+        (s.unchained, s.unchained_seqs, s.sealed),
+        (11, Some((1, 11)), 0)
+    );
+    assert!(
+        s.to_string()
+            .contains("11 of them UNCHAINED (chain column `-`, seq 1..11"),
+        "{s}"
+    );
+    assert!(s.to_string().contains("NOT verifiable, not sealed"), "{s}");
+    // An edit of a chained record after them is still caught.
+    let text = std::fs::read_to_string(data("original-0.2.0-nochain-then-chain.tsv")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("e.tsv");
+    std::fs::write(&p, text.replacen("\t11869\t11877\t", "\t11869\t11878\t", 1)).unwrap();
+    let Err(VerifyError::Invalid(f)) = verify_files(&[p], &ChainKey::Plain) else {
+        panic!("edited chained record must fail");
+    };
+    assert_eq!(f.seq, Some(13));
+}
+
+/// The build without the chain continuing a chained file: the chained
+/// records verify, the unchained ones after them are counted.
+#[test]
+fn original_unchained_build_after_a_chained_file() {
+    let path = data("original-0.2.0-chain-then-nochain.tsv");
+    let s = verify_files(std::slice::from_ref(&path), &ChainKey::Plain).unwrap();
+    assert_eq!((s.records, s.boots), (14, 4));
+    assert_eq!(
+        (s.unchained, s.unchained_seqs, s.sealed),
+        (3, Some((12, 14)), 0)
+    );
+    // The probe reads its tail as records, nothing to cut.
+    let p = probe(&std::fs::File::open(&path).unwrap()).unwrap();
+    assert_eq!((p.truncate_to, p.bad_last), (None, None));
+    let last = p.last.unwrap();
+    assert_eq!((last.line.seq, last.line.chained), (14, false));
+}

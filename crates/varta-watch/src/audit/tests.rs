@@ -600,3 +600,97 @@ fn a_header_only_file_of_the_other_schema_is_rewritten() {
     assert_eq!(text.matches("# varta-watch").count(), 1);
     verify(std::slice::from_ref(&path), &ChainKey::Plain);
 }
+
+/// The file 0.2.0 built without `audit-chain` wrote (chain `-`).
+fn unchained_fixture() -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/original-0.2.0-nochain.tsv"),
+    )
+    .unwrap()
+}
+
+fn install(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn an_unchained_file_is_continued_and_sealed_in_either_chain_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = unchained_fixture();
+    for keyed in [false, true] {
+        let path = dir.path().join(format!("audit-{keyed}.tsv"));
+        install(&path, &old);
+        let mut s = settings(&path);
+        let key = if keyed {
+            s.file.key_file = Some(write_key(dir.path(), "k", 0x5a));
+            ChainKey::from_key_file(s.file.key_file.as_ref().unwrap()).unwrap()
+        } else {
+            ChainKey::Plain
+        };
+        let seal = verify(std::slice::from_ref(&path), &key).last_chain;
+        let (c, _) = run(&s, 2);
+        assert_eq!(c.torn_tail_repairs(), 0);
+        assert!(std::fs::read(&path).unwrap().starts_with(&old));
+        assert_eq!(boots(&path)[3], (12, seal, BootReason::Resume));
+        let v = verify(std::slice::from_ref(&path), &key);
+        assert_eq!((v.records, v.unchained, v.sealed), (14, 11, 11));
+        if keyed {
+            // The seal is keyed: without the key the chain after it fails.
+            assert!(verify_files(std::slice::from_ref(&path), &ChainKey::Plain).is_err());
+        }
+    }
+}
+
+#[test]
+fn an_unchained_previous_generation_is_continued_and_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.tsv");
+    install(&rotated_path(&path, 1), &unchained_fixture());
+    let seal = verify(&[rotated_path(&path, 1)], &ChainKey::Plain).last_chain;
+    run(&settings(&path), 1);
+    assert_eq!(boots(&path)[0], (12, seal, BootReason::Resume));
+    let s = verify(&[rotated_path(&path, 1), path.clone()], &ChainKey::Plain);
+    assert_eq!((s.records, s.unchained, s.sealed), (13, 11, 11));
+}
+
+#[test]
+fn files_that_cannot_be_continued_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = unchained_fixture();
+    let text = String::from_utf8(old.clone()).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        // Unchained records out of order: no sequence to seal.
+        (
+            "seq gap",
+            text.replacen("\n7\t", "\n9\t", 1).into_bytes(),
+            "varta-watch 0.2.0 built without audit-chain",
+        ),
+        // A complete line that is not a record, with or without a torn
+        // line after it: neither is cut.
+        (
+            "bad last line",
+            [&old[..], b"12\tnot a record\n"].concat(),
+            "never cuts a complete line",
+        ),
+        (
+            "bad line then torn",
+            [&old[..], b"12\tnot a record\n13\t17"].concat(),
+            "never cuts a complete line",
+        ),
+        // Only garbage after the header: not cut back to the header.
+        (
+            "garbage only",
+            [varta_audit::HEADER_V2.as_bytes(), b"garbage\n"].concat(),
+            "byte offset 32",
+        ),
+    ];
+    for (name, bytes, says) in cases {
+        let path = dir.path().join("a.tsv");
+        install(&path, &bytes);
+        let e = AuditLog::open(&settings(&path), 1, Arc::default()).unwrap_err();
+        assert!(e.to_string().contains(says), "{name}: {e}");
+        assert!(e.to_string().contains("mv "), "{name}: names the fix: {e}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}: untouched");
+    }
+}

@@ -27,6 +27,17 @@
 //! cannot recompute the chain. The `excerpt` column of `complete` is our
 //! extension (present only when stdio capture is on).
 //!
+//! # Unchained records (0.2.0 built without `audit-chain`)
+//!
+//! That build writes `-` in every `chain` column (and zeros as the
+//! `prev_chain` of its `resume` boots). Such a record parses
+//! ([`ParsedLine::chained`] is false) but cannot be verified. [`Verifier`]
+//! counts them and links each "virtually" — the chain it would have had,
+//! starting again at the first record of each file — and a writer that
+//! continues such a file puts that value in its `boot` record's
+//! `prev_chain`, which seals them: a later edit fails at that boot record
+//! ([`Problem::SealMismatch`]). See docs/audit-log.md, *Compatibility*.
+//!
 //! # Schema v3 (ours, `--recovery-audit-schema v3`)
 //!
 //! Header [`HEADER_V3`]; `spawn`, `complete` and `refused` records carry
@@ -46,7 +57,8 @@
 //!
 //! - [`record`]: [`Record`], line formatting and parsing, sanitising.
 //! - [`chain`]: [`ChainKey`] and hex helpers.
-//! - [`tail`]: bounded probe of an existing file's tail (resume, torn tail).
+//! - [`tail`]: bounded probe of an existing file's tail (resume, torn tail:
+//!   only an incomplete final line is ever proposed for cutting).
 //! - [`verify`]: [`verify_files`] and the streaming [`Verifier`].
 //! - [`secret_file`]: permission checks shared by every key/token/command file.
 #![forbid(unsafe_code)]

@@ -160,6 +160,12 @@ pub enum AuditError {
         /// The verifier's report (file, line, seq, problem).
         failure: String,
     },
+    /// Another observer holds the file's lock.
+    #[error("--recovery-audit-file {}: another varta-watch is writing this file (it holds its lock); two observers must not share an audit file: give each its own path, or stop the other one", .path.display())]
+    InUse {
+        /// The file.
+        path: PathBuf,
+    },
     /// A key is configured but the file has a plain SHA-256 chain.
     #[error("--recovery-audit-file {}: the file has a plain SHA-256 chain but --recovery-audit-key-file is set; appending HMAC records would break its chain: move it aside (e.g. `mv {} {}.plain`) to start a keyed file, or drop the key file", .path.display(), .path.display(), .path.display())]
     PlainFileWithKey {

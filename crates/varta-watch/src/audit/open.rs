@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 use std::path::PathBuf;
 use varta_audit::secret_file::{check_metadata, open_error, open_secret_file};
@@ -45,10 +45,31 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
     }
 }
 
+/// Takes the advisory lock that keeps a second observer of ours off the
+/// file: two writers would interleave seq and chain, and each would take
+/// the other's record in progress for a torn tail (and cut it) or cut the
+/// other's records when cutting back a failed write. Held as long as the
+/// file is open (the writer thread owns it).
+pub(super) fn lock(path: &Path, file: &File) -> Result<(), AuditError> {
+    match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(()),
+        Err(Errno::WOULDBLOCK) => Err(AuditError::InUse {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(io_err(path)(e.into())),
+    }
+}
+
 /// Opens the existing file (checked: ours, ≤ 0600, not a symlink) or
-/// creates it (0600, `O_EXCL|O_NOFOLLOW`). Returns the file and whether it
-/// was created.
+/// creates it (0600, `O_EXCL|O_NOFOLLOW`), locked ([`lock`]). Returns the
+/// file and whether it was created.
 fn open_or_create(path: &Path) -> Result<(File, bool), AuditError> {
+    let (file, created) = open_or_create_unlocked(path)?;
+    lock(path, &file)?;
+    Ok((file, created))
+}
+
+fn open_or_create_unlocked(path: &Path) -> Result<(File, bool), AuditError> {
     let base = OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     // O_NONBLOCK so a FIFO planted at the path cannot block the open; the
     // type check refuses it right after.

@@ -694,3 +694,25 @@ fn files_that_cannot_be_continued_are_refused_untouched() {
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}: untouched");
     }
 }
+
+#[test]
+fn a_second_observer_on_the_same_file_is_refused_and_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.tsv");
+    let first = AuditLog::open(&settings(&path), 1, Arc::default()).unwrap();
+    // What a record in progress looks like to a second writer.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"2\t17").unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let e = AuditLog::open(&settings(&path), 2, Arc::default()).unwrap_err();
+    assert!(matches!(e, AuditError::InUse { .. }), "{e}");
+    assert!(e.to_string().contains("another varta-watch"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing cut");
+    first.shutdown(Instant::now() + Duration::from_secs(10));
+    // Once the first is gone the file is ours (and the torn bytes cut).
+    let (c, _) = run(&settings(&path), 1);
+    assert_eq!(c.torn_tail_repairs(), 1);
+}

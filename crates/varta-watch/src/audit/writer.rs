@@ -235,6 +235,12 @@ impl Sink {
             Mode::RUSR | Mode::WUSR,
         )?;
         self.file = File::from(fd);
+        // The new generation gets the lock the old file had (see
+        // open::lock). It was just created with O_EXCL, so nobody else can
+        // hold it; a failure would only weaken the guard, not the file.
+        if let Err(e) = super::open::lock(&self.path, &self.file) {
+            tracing::warn!(error = %e, "could not lock the new recovery audit generation");
+        }
         self.committed_len = 0;
         self.written = 0;
         self.dirty = false;

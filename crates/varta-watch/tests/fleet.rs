@@ -11,7 +11,7 @@
 //!   `fleet-api` and `fleet-worker` so that their `comm` differs; the
 //!   observers' `[[agent]]` rules name them `api` and `worker` (the `name`
 //!   label).
-//! - **One Prometheus** (Debian's `prometheus`) scrapes all 20 every second
+//! - **One Prometheus** (Debian's `prometheus`) scrapes all 20 every 2 s
 //!   through file-based service discovery, the target's `instance` label
 //!   set to the observer's `--alert-instance`, with the bundle's rules
 //!   (`observability/prometheus/varta-alerts.yml`, `varta-recording.yml`)
@@ -65,7 +65,16 @@
 //! differ from the bundle in nothing else, so a renamed metric, a changed
 //! expression, label, route or inhibition in the bundle is what runs here.
 //! The recording rules keep their group's `interval: 30s`, so waits for
-//! them are bounded at 60 s. Prometheus scrapes and evaluates every second.
+//! them are bounded at 65 s. Prometheus evaluates every second.
+//!
+//! **One allowance.** A scrape that misses its 2 s timeout (a loaded CI
+//! machine; the observer's HTTP thread runs at nice +10) makes that
+//! observer's series stale, so a *rule-based* alert on it (Prometheus'
+//! `VartaAgentsStalled`) resolves and is activated anew — a new alert, by
+//! Prometheus' design, not a duplicate of the cluster. Such an alert may be
+//! notified once more per re-activation, counted from Prometheus'
+//! `ALERTS_FOR_STATE`, and the test says so. The pushed `VartaAgentStalled`
+//! must be notified exactly once, always.
 //!
 //! Bounds: every wait is a poll with a bound that fails with the webhook
 //! log, Prometheus' alerts and the tails of the Prometheus, Alertmanager
@@ -279,7 +288,6 @@ fn a_fleet_on_prometheus_and_an_alertmanager_cluster() {
         "{}",
         fleet.dump()
     );
-    assert!(observer_down("pending").is_empty(), "{}", fleet.dump());
     expected.push(down_key.clone());
     fleet.wait(
         "varta:observers_up:sum = 19 and varta:agents_stalled:sum = 6",
@@ -297,6 +305,10 @@ fn a_fleet_on_prometheus_and_an_alertmanager_cluster() {
 
     // 5. Over the whole run: each once, nothing else, nothing resolved.
     fleet.settle(DUPLICATE_WINDOW);
+    // The series the re-activation allowance reads exist (a wrong query
+    // would silently read none).
+    let for_state = prom.query("ALERTS_FOR_STATE{alertname=\"VartaAgentsStalled\"}");
+    assert_eq!(for_state.len(), 6, "{for_state:?}");
     assert_each_notified_once(&fleet, &expected);
     assert_eq!(
         observer_down("firing"),
@@ -305,15 +317,6 @@ fn a_fleet_on_prometheus_and_an_alertmanager_cluster() {
         fleet.dump()
     );
     let notifications = fleet.webhook.notifications();
-    let resolved: Vec<_> = notifications
-        .iter()
-        .flat_map(|n| n.alerts("resolved"))
-        .collect();
-    assert!(
-        resolved.is_empty(),
-        "resolved: {resolved:?}\n{}",
-        fleet.dump()
-    );
     for n in &notifications {
         for key in n.alerts("firing") {
             let route = match key.alertname.as_str() {
@@ -345,20 +348,50 @@ fn a_fleet_on_prometheus_and_an_alertmanager_cluster() {
     );
 }
 
-/// Every key in `expected` was notified firing in exactly one notification,
-/// and no other alert was notified firing at all.
+/// Every key in `expected` was notified firing in exactly one notification
+/// and never resolved, and no other alert was notified at all. The one
+/// allowance: a rule-based alert that Prometheus itself resolved and
+/// activated again during the run (see [`Fleet::reactivations`]) is a new
+/// alert each time, and may be notified once more per activation; the
+/// pushed `VartaAgentStalled` never has an allowance.
 fn assert_each_notified_once(fleet: &Fleet, expected: &[AlertKey]) {
-    let mut count: BTreeMap<AlertKey, usize> = BTreeMap::new();
+    let mut firing: BTreeMap<AlertKey, usize> = BTreeMap::new();
+    let mut resolved: BTreeSet<AlertKey> = BTreeSet::new();
     for n in fleet.webhook.notifications() {
         for key in n.alerts("firing") {
-            *count.entry(key).or_default() += 1;
+            *firing.entry(key).or_default() += 1;
         }
+        resolved.extend(n.alerts("resolved"));
     }
-    let want: BTreeMap<AlertKey, usize> = expected.iter().map(|k| (k.clone(), 1)).collect();
-    assert_eq!(
-        count,
-        want,
-        "notified firing (alert → notifications)\n{}",
-        fleet.dump()
-    );
+    for key in firing.keys().chain(&resolved) {
+        assert!(
+            expected.contains(key),
+            "{key} was notified, unexpected\n{}",
+            fleet.dump()
+        );
+    }
+    for key in expected {
+        let n = firing.get(key).copied().unwrap_or(0);
+        let again = match key.alertname.as_str() {
+            "VartaAgentStalled" => 0,
+            _ => fleet.reactivations(key),
+        };
+        if again > 0 {
+            eprintln!(
+                "note: Prometheus activated {key} {again} more time(s); notified {n} time(s)"
+            );
+            assert!(
+                (1..=1 + again).contains(&n),
+                "{key} notified firing {n} times\n{}",
+                fleet.dump()
+            );
+            continue;
+        }
+        assert_eq!(n, 1, "{key} notified firing {n} times\n{}", fleet.dump());
+        assert!(
+            !resolved.contains(key),
+            "{key} was resolved\n{}",
+            fleet.dump()
+        );
+    }
 }

@@ -6,7 +6,7 @@ pub mod bundle;
 pub mod stack;
 pub mod webhook;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -151,6 +151,29 @@ impl Fleet {
         }
     }
 
+    /// Instances of which Prometheus failed a scrape during the run (on a
+    /// loaded machine an observer can miss the scrape timeout), for the
+    /// failure messages.
+    pub fn failed_scrapes(&self) -> BTreeSet<String> {
+        self.prometheus
+            .query("min_over_time(up{job=\"varta\"}[10m]) == 0")
+            .iter()
+            .filter_map(|r| r["metric"]["instance"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// How often Prometheus activated its alert `key` anew during the run
+    /// (resolved, then pending again: its series went stale after a failed
+    /// scrape, say). `ALERTS_FOR_STATE` holds the activation time of each
+    /// pending or firing alert, so every new activation changes it.
+    pub fn reactivations(&self, key: &AlertKey) -> usize {
+        let q = format!(
+            "changes(ALERTS_FOR_STATE{{alertname=\"{}\",instance=\"{}\",name=\"{}\"}}[10m])",
+            key.alertname, key.instance, key.name
+        );
+        self.prometheus.scalar(&q).unwrap_or(0.0) as usize
+    }
+
     /// What each process said last, and every notification: the message
     /// of any failed wait or assertion.
     pub fn dump(&self) -> String {
@@ -158,12 +181,10 @@ impl Fleet {
         out += &self.webhook.dump(self.t0);
         out += &format!("--- Prometheus alerts: {:?}\n", self.prometheus.alerts());
         out += &format!(
-            "--- up: {:?}\n",
+            "--- scrapes failed on {:?}, slowest {:?} s\n",
+            self.failed_scrapes(),
             self.prometheus
-                .query("up == 0")
-                .iter()
-                .map(|r| r["metric"]["instance"].to_string())
-                .collect::<Vec<_>>()
+                .scalar("max(max_over_time(scrape_duration_seconds{job=\"varta\"}[10m]))"),
         );
         out += &format!("--- Prometheus log:\n{}\n", tail(&self.prometheus.log, 15));
         for (i, am) in self.alertmanagers.iter().enumerate() {

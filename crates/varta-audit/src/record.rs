@@ -106,7 +106,9 @@ pub enum BootReason {
     Resume,
     /// A legacy v1 file (written by 0.2.0 only; we refuse to append to v1).
     LegacyV1,
-    /// The file ended with a torn or unparseable line that was cut off.
+    /// The file ended with an incomplete line (a torn write) that was cut
+    /// off. A complete line that does not parse is never cut: we refuse
+    /// to append to such a file.
     CorruptTail,
     /// The file's header was not recognised (written by 0.2.0 only).
     SchemaDrift,
@@ -283,7 +285,7 @@ pub enum ParseError {
     UnknownKind(String),
 }
 
-/// Replaces tab, CR and LF with a space so a chosen path or argv[0] can never
+/// Replaces tab, CR and LF with a space so a chosen path or `argv[0]` can never
 /// add a column or a line (0.2.0's rule).
 pub fn sanitize(s: &str) -> String {
     s.replace(['\t', '\n', '\r'], " ")

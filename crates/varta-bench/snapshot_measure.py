@@ -8,7 +8,13 @@ UDP load generator (`scrape-load`: sendmmsg, every agent beats once per
 --interval-ms), waits until all N are alive, then takes K snapshots
 (`GET /v1/status` every 300 ms: older than the 250 ms share window, so each
 request makes the loop copy a new one) twice: while the load keeps beating
-(ingest running between chunks) and after it stopped (quiet). Prints the
+(ingest running between chunks) and after it stopped (quiet). In between,
+--changed-snapshots more under load, spaced two beat intervals + 1 s apart:
+every agent has beaten since the buffer such a snapshot reuses was filled,
+so each copies every slot again (the worst case of the copy-of-changes
+design; a full copy without a reusable buffer costs the same) — first with
+the load running, then with the load generator stopped (SIGSTOP) for each
+copy, which gives the copy both cores. Prints the
 loop time of each snapshot (`snapshot.loop_us`, all chunks together) and
 its longest single chunk (`snapshot.longest_chunk_us`), and a summary.
 With `--cli PATH` (the `varta` binary) it then times `varta status` (and
@@ -18,7 +24,7 @@ With `--cli PATH` (the `varta` binary) it then times `varta status` (and
     python3 crates/varta-bench/snapshot_measure.py \\
         --observer target/release/varta-watch --bench target/release/varta-bench
 """
-import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, re, signal, statistics, subprocess, sys, tempfile, time
 
 
 def get(ctl, path):
@@ -32,19 +38,31 @@ def summary(label, rows):
     # both recycled buffers are warm: every row is steady state.
     loop = [r[0] / 1000 for r in rows]
     chunk = [r[1] / 1000 for r in rows]
-    print(f"{label}: {len(rows)} snapshots of {rows[-1][2]} agents: loop median "
+    copied = [r[3] for r in rows if r[3] is not None]
+    full = sum(1 for r in rows if r[4])
+    print(f"{label}: {len(rows)} snapshots of {rows[-1][2]} agents ({full} full copies; "
+          f"slots copied median {statistics.median(copied) if copied else '?'}): loop median "
           f"{statistics.median(loop):.2f} ms, min-max {min(loop):.2f}-{max(loop):.2f}; "
           f"longest chunk median {statistics.median(chunk):.3f} ms, "
           f"min-max {min(chunk):.3f}-{max(chunk):.3f}")
 
 
-def snapshots(ctl, k, label):
+def snapshots(ctl, k, label, spacing_s=0.3, pause=None):
     rows = []
     for _ in range(k):
-        time.sleep(0.3)
-        st = get(ctl, "/v1/status")
+        time.sleep(spacing_s)
+        if pause:
+            # The load generator stopped for the copy: a quiet copy of
+            # every slot (it resumes, and catches up, afterwards).
+            pause.send_signal(signal.SIGSTOP)
+            time.sleep(0.3)
+        try:
+            st = get(ctl, "/v1/status")
+        finally:
+            if pause:
+                pause.send_signal(signal.SIGCONT)
         s = st["snapshot"]
-        rows.append((s["loop_us"], s["longest_chunk_us"], s["agents"]))
+        rows.append((s["loop_us"], s["longest_chunk_us"], s["agents"], s.get("copied"), s.get("full")))
         print(label, rows[-1], flush=True)
     return rows
 
@@ -57,6 +75,9 @@ def main():
     ap.add_argument("--snapshots", type=int, default=12)
     ap.add_argument("--interval-ms", type=int, default=10_000)
     ap.add_argument("--cli", default=None, help="the varta binary: also time `varta status`")
+    ap.add_argument("--changed-snapshots", type=int, default=3,
+                    help="snapshots spaced 2 beat intervals + 1 s apart under load, so every "
+                         "agent changed since the buffer a snapshot reuses (the worst case)")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="varta-snap-")
     out = open(os.path.join(d, "out"), "w+")
@@ -94,12 +115,21 @@ def main():
             if time.time() - t > 600:
                 sys.exit("agents did not all arrive")
         busy = snapshots(ctl, a.snapshots, "under load")
+        spacing = 2 * a.interval_ms / 1000 + 1
+        every = snapshots(ctl, a.changed_snapshots, "every agent changed",
+                          spacing_s=spacing) if a.changed_snapshots else []
+        every_quiet = snapshots(ctl, a.changed_snapshots, "every agent changed, load paused",
+                                spacing_s=spacing, pause=load) if a.changed_snapshots else []
         load.stdin.close()
         load.wait()
         load = None
         time.sleep(1)
         quiet = snapshots(ctl, a.snapshots, "quiet")
         summary(f"under load ({a.agents} agents, one beat each per {a.interval_ms} ms)", busy)
+        if every:
+            summary("under load, every agent changed since the reused buffer "
+                    f"(snapshots {spacing:.0f} s apart)", every)
+            summary("every agent changed, load paused (SIGSTOP) during the copy", every_quiet)
         summary("quiet (no ingest)", quiet)
         if a.cli:
             for args in (["status"], ["status", "--json"]):

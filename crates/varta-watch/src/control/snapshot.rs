@@ -244,8 +244,10 @@ pub struct Copier {
     generation: u64,
     /// The slots to copy; None: all of them.
     todo: Option<ChangeSet>,
-    /// Slots per step ([`CHUNK`]; smaller in tests).
+    /// Slots per step and thread ([`CHUNK`]; smaller in tests).
     chunk: usize,
+    /// Threads a full copy's step uses ([`lanes`]).
+    lanes: usize,
     /// The first slot not yet considered.
     next: usize,
     copied: usize,
@@ -271,6 +273,40 @@ fn copy_all(slots: &[Slot], names: &[SlotName], out: &mut [AgentRecord]) {
     for (s, r) in without.iter().zip(out_without) {
         *r = AgentRecord::of(s, SlotName::UNKNOWN);
     }
+}
+
+/// [`copy_all`] over `slots` in pieces of `per` slots, one per thread, the
+/// loop's own thread taking the last (a full copy is memory-bound: a
+/// second core reading the other half roughly halves the loop's wait;
+/// the threads are scoped, so the slots are only borrowed while the loop
+/// waits for them, and nothing else runs on agent state meanwhile).
+fn copy_lanes(slots: &[Slot], names: &[SlotName], out: &mut [AgentRecord], per: usize) {
+    if slots.len() <= per {
+        return copy_all(slots, names, out);
+    }
+    std::thread::scope(|sc| {
+        let mut rest_slots = slots;
+        let mut rest_out = out;
+        let mut from = 0;
+        while rest_slots.len() > per {
+            let (s, s_rest) = rest_slots.split_at(per);
+            let (o, o_rest) = std::mem::take(&mut rest_out).split_at_mut(per);
+            let n = names.get(from..).unwrap_or(&[]);
+            let n = &n[..n.len().min(per)];
+            sc.spawn(move || copy_all(s, n, o));
+            rest_slots = s_rest;
+            rest_out = o_rest;
+            from += per;
+        }
+        copy_all(rest_slots, names.get(from..).unwrap_or(&[]), rest_out);
+    });
+}
+
+/// Threads a full copy uses: two where a second core exists (see
+/// [`copy_lanes`]), else one.
+fn lanes() -> usize {
+    static LANES: OnceLock<usize> = OnceLock::new();
+    *LANES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)))
 }
 
 impl Copier {
@@ -303,8 +339,13 @@ impl Copier {
         Copier {
             records,
             generation,
-            todo: changes.since(held),
+            // Past half the slots, reading every slot in order is cheaper
+            // than picking the changed ones.
+            todo: changes
+                .since(held)
+                .filter(|t| t.len() * 2 < tracker.slot_count()),
             chunk: chunk.max(1),
+            lanes: lanes(),
             next: 0,
             copied: 0,
             spent: Duration::ZERO,
@@ -336,12 +377,14 @@ impl Copier {
         let by_slot = names.by_slot();
         match &self.todo {
             None => {
-                let stop = (self.next + self.chunk).min(end);
+                let per = self.chunk;
+                let stop = (self.next + per * self.lanes).min(end);
                 let names = by_slot.get(self.next..).unwrap_or(&[]);
-                copy_all(
+                copy_lanes(
                     &slots[self.next..stop],
                     names,
                     &mut self.records[self.next..stop],
+                    per,
                 );
                 self.copied += stop - self.next;
                 self.next = stop;
@@ -355,6 +398,14 @@ impl Copier {
                     // the next word (or the next step) starts.
                     let mut bits = todo.word(i / 64) >> (i % 64);
                     let mut resume = (i / 64 + 1) * 64;
+                    if bits == u64::MAX && i % 64 == 0 && resume <= end && budget >= 64 {
+                        // 64 changed slots in a row: the streaming copy.
+                        let names = by_slot.get(i..).unwrap_or(&[]);
+                        copy_all(&slots[i..resume], names, &mut self.records[i..resume]);
+                        budget -= 64;
+                        i = resume;
+                        continue;
+                    }
                     while bits != 0 {
                         let at = i + bits.trailing_zeros() as usize;
                         if at >= end {

@@ -126,7 +126,8 @@ impl World {
         }
         let chunks = self.tracker.slot_count().div_ceil(chunk).max(1);
         if full {
-            assert_eq!(steps, chunks);
+            let per_step = chunk * lanes();
+            assert_eq!(steps, self.tracker.slot_count().div_ceil(per_step).max(1));
         } else {
             assert!(steps <= chunks, "{steps} steps for {chunks} chunks");
         }
@@ -369,4 +370,53 @@ proptest::proptest! {
             }
         }
     }
+}
+
+/// Whole words of changed slots take the streaming copy, a change set of
+/// more than half the slots becomes a full copy, and both stay exact. As
+/// in the daemon, the newest snapshot stays published while the next is
+/// copied, so two buffers alternate.
+#[test]
+fn dense_changes_stream_and_switch_to_full_copies() {
+    let mut w = world(300);
+    let pool = Pool::default();
+    let mut changes = Changes::default();
+    let mut published = None;
+    let mut next = |w: &mut World, changes: &mut Changes| {
+        let s = std::sync::Arc::new(w.snapshot(&pool, changes, 50));
+        w.check(&s);
+        published = Some(s.clone());
+        (s.full, s.copied)
+    };
+    for pid in 1..=300 {
+        w.frame(0, pid, [10, 0, 0, 1], 1, Status::Ok);
+    }
+    assert_eq!(next(&mut w, &mut changes), (true, 300), "no buffer yet");
+    assert_eq!(next(&mut w, &mut changes), (true, 300), "the first is held");
+    assert_eq!(next(&mut w, &mut changes), (false, 0), "nothing changed");
+    // 100 changed slots (a whole word and some) since the buffer the
+    // next snapshot reuses.
+    let beat = |w: &mut World, pids: std::ops::RangeInclusive<u32>, nonce| {
+        for pid in pids {
+            w.frame(nonce, pid, [10, 0, 0, 1], nonce, Status::Degraded);
+        }
+    };
+    beat(&mut w, 1..=100, 2);
+    assert_eq!(next(&mut w, &mut changes), (false, 100));
+    // The other buffer is two intervals behind: those 100 and 40 more.
+    beat(&mut w, 101..=140, 2);
+    assert_eq!(next(&mut w, &mut changes), (false, 140));
+    beat(&mut w, 141..=160, 2);
+    assert_eq!(next(&mut w, &mut changes), (false, 60));
+    beat(&mut w, 161..=260, 2);
+    assert_eq!(next(&mut w, &mut changes), (false, 120));
+    // 100 + 70 of 300 changed since the next buffer: past half, a full
+    // copy reads faster.
+    beat(&mut w, 261..=300, 2);
+    beat(&mut w, 1..=30, 3);
+    assert_eq!(
+        next(&mut w, &mut changes),
+        (true, 300),
+        "170 of 300 changed"
+    );
 }

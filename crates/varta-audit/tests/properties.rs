@@ -208,6 +208,77 @@ proptest! {
         prop_assert!(!verifies(&dup.concat(), &key));
     }
 
+    /// Whatever follows a valid file (records, chained or not, then any
+    /// bytes), the probe proposes to cut at most the bytes after the last
+    /// newline: never a complete line.
+    #[test]
+    fn the_probe_never_cuts_a_complete_line(
+        records in proptest::collection::vec(record(), 1..6),
+        unchained in any::<bool>(),
+        junk in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut bytes = if unchained {
+            let mut b = HEADER_V2.as_bytes().to_vec();
+            for (i, r) in records.iter().enumerate() {
+                b.extend_from_slice(r.to_unchained_line(i as u64 + 1).as_bytes());
+            }
+            b
+        } else {
+            build(&records, &ChainKey::Plain)
+        };
+        let valid = bytes.len() as u64;
+        bytes.extend_from_slice(&junk);
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, &bytes).unwrap();
+        let p = varta_audit::probe(&f).unwrap();
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i as u64 + 1);
+        match p.truncate_to {
+            Some(to) => prop_assert_eq!(to, complete),
+            None => prop_assert_eq!(complete, bytes.len() as u64),
+        }
+        if !junk.contains(&b'\n') {
+            // Junk without a newline is torn: the valid records stay.
+            let last = p.last.unwrap();
+            prop_assert_eq!(last.line.seq, records.len() as u64);
+            prop_assert_eq!(last.end, valid);
+            prop_assert_eq!(last.line.chained, !unchained);
+        }
+    }
+
+    /// Unchained records (0.2.0 without `audit-chain`) sealed by the boot
+    /// record a continuing observer writes: any single-byte edit of them
+    /// is detected.
+    #[test]
+    fn any_single_byte_edit_of_sealed_unchained_records_is_detected(
+        records in proptest::collection::vec(record(), 1..5),
+        key in key_strategy(),
+        pos in any::<prop::sample::Index>(),
+        xor in 1u8..=255,
+    ) {
+        let mut old = HEADER_V2.as_bytes().to_vec();
+        for (i, r) in records.iter().enumerate() {
+            old.extend_from_slice(r.to_unchained_line(i as u64 + 1).as_bytes());
+        }
+        let mut v = Verifier::new(key.clone());
+        v.check_reader(std::path::Path::new("p"), &old[..]).unwrap();
+        let seal = v.finish().last_chain.unwrap();
+        let seq = records.len() as u64 + 1;
+        let boot = Record::Boot {
+            wallclock_ms: 1,
+            observer_ns: 0,
+            daemon_pid: 2,
+            prev_chain: Some(seal),
+            reason: BootReason::Resume,
+        };
+        let (line, _) = boot.to_line(seq, &key, &seal);
+        let mut bytes = old.clone();
+        bytes.extend_from_slice(line.as_bytes());
+        prop_assert!(verifies(&bytes, &key));
+        let i = pos.index(old.len());
+        bytes[i] ^= xor;
+        prop_assert!(!verifies(&bytes, &key), "edit at {} of {:?}", i, String::from_utf8_lossy(&old));
+    }
+
     #[test]
     fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = parse_line(&bytes);

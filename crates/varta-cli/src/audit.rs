@@ -24,7 +24,10 @@ pub enum AuditCommand {
     /// original's) or v3 (`--recovery-audit-schema v3`: agent name and unit
     /// columns). A chain may change schema from one file to the next (the
     /// observer rotates a file when its schema is switched); the summary
-    /// says which schemas it saw when v3 is among them.
+    /// says which schemas it saw when v3 is among them. Records an original
+    /// 0.2.0 built without `audit-chain` wrote (chain column `-`) cannot be
+    /// verified: the summary counts them as UNCHAINED and says whether the
+    /// observer's chain seals them (later edits are then detected).
     ///
     /// Exit status: 0 the chain holds (one summary line); 1 a record does
     /// not verify (names the file, line and seq of the first bad record and

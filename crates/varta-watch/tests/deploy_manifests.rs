@@ -13,8 +13,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -336,29 +336,6 @@ fn expand(arg: &str, c: &Value) -> String {
     s
 }
 
-fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = c.read_to_string(&mut out);
-    let code = out
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
-}
-
 #[test]
 fn the_daemonset_container_starts_with_its_args_volumes_and_config() {
     let m = Manifest::load();
@@ -456,7 +433,7 @@ fn the_daemonset_container_starts_with_its_args_volumes_and_config() {
     // The probes' paths answer 200 without a token.
     for probe in ["readinessProbe", "livenessProbe"] {
         let path = c[probe]["httpGet"]["path"].as_str().unwrap();
-        assert_eq!(http_get(addr, path, None).0, 200, "{probe} {path}");
+        assert_eq!(common::http_get(addr, path, None).0, 200, "{probe} {path}");
     }
     // The token the init container installed is the one /metrics wants,
     // and a beat on the hostPath socket is tracked.
@@ -464,7 +441,7 @@ fn the_daemonset_container_starts_with_its_args_volumes_and_config() {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let _ = agent.beat(varta_client::Status::Ok, 0);
-        let (code, body) = http_get(addr, "/metrics", Some(TOKEN));
+        let (code, body) = common::http_get(addr, "/metrics", Some(TOKEN));
         assert_eq!(code, 200, "/metrics with the Secret's token");
         if body.lines().any(|l| l == "varta_agents{state=\"alive\"} 1") {
             break;

@@ -542,3 +542,31 @@ pub fn start_metrics_observer(dir: &Path, token: &str, extra: &[&str]) -> Metric
         socket,
     }
 }
+
+/// `GET http://{addr}{path}` with an optional bearer token, through a real
+/// HTTP client (ureq, already a dependency for the Alertmanager push):
+/// (status, body). Any status is returned, not treated as an error; a
+/// connection failure panics with the address.
+pub fn http_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut req = agent.get(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let mut resp = req
+        .call()
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"));
+    let code = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: reading the body: {e}"));
+    (code, body)
+}

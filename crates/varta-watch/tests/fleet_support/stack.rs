@@ -68,7 +68,7 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     /// Starts peer `id` gossiping on `cluster_port` with `peer_port`.
-    /// `peer-timeout` 3 s: the second peer in the cluster's order waits that
+    /// `peer-timeout` 5 s: the second peer in the cluster's order waits that
     /// long for the first one's notification to reach it through the
     /// notification log before sending itself (15 s by default).
     /// `settle-timeout` 5 s: notifications wait for the cluster to settle,
@@ -89,7 +89,7 @@ impl Alertmanager {
                     "--cluster.advertise-address=127.0.0.1:{cluster_port}"
                 ))
                 .arg(format!("--cluster.peer=127.0.0.1:{peer_port}"))
-                .arg("--cluster.peer-timeout=3s")
+                .arg("--cluster.peer-timeout=5s")
                 .arg("--cluster.settle-timeout=5s")
                 .arg("--cluster.reconnect-timeout=10s")
                 .stdout(Stdio::null())

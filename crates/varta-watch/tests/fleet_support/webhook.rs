@@ -127,6 +127,16 @@ impl Webhook {
             .collect()
     }
 
+    /// The labels of every firing alert notified under `key`.
+    pub fn firing_labels(&self, key: &AlertKey) -> Vec<Value> {
+        self.notifications()
+            .iter()
+            .flat_map(|n| n.body["alerts"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["status"] == "firing" && AlertKey::of(&a["labels"]) == *key)
+            .map(|a| a["labels"].clone())
+            .collect()
+    }
+
     /// Every notification, one line each, for failure messages.
     pub fn dump(&self, t0: Instant) -> String {
         let mut out = String::new();

@@ -11,10 +11,11 @@ request makes the loop copy a new one) twice: while the load keeps beating
 (ingest running between chunks) and after it stopped (quiet). In between,
 --changed-snapshots more under load, spaced two beat intervals + 1 s apart:
 every agent has beaten since the buffer such a snapshot reuses was filled,
-so each copies every slot again (the worst case of the copy-of-changes
-design; a full copy without a reusable buffer costs the same) — first with
+so each copies the whole mirror again (the worst case; a copy without a
+reusable buffer costs the same) — first with
 the load running, then with the load generator stopped (SIGSTOP) for each
-copy, which gives the copy both cores. Prints the
+copy, which gives the copy both cores. Also prints the loop time the
+background syncs of the snapshot mirror took while the load ran. Prints the
 loop time of each snapshot (`snapshot.loop_us`, all chunks together) and
 its longest single chunk (`snapshot.longest_chunk_us`), and a summary.
 With `--cli PATH` (the `varta` binary) it then times `varta status` (and
@@ -41,10 +42,23 @@ def summary(label, rows):
     copied = [r[3] for r in rows if r[3] is not None]
     full = sum(1 for r in rows if r[4])
     print(f"{label}: {len(rows)} snapshots of {rows[-1][2]} agents ({full} full copies; "
-          f"slots copied median {statistics.median(copied) if copied else '?'}): loop median "
+          f"records copied median {statistics.median(copied) if copied else '?'}): loop median "
           f"{statistics.median(loop):.2f} ms, min-max {min(loop):.2f}-{max(loop):.2f}; "
           f"longest chunk median {statistics.median(chunk):.3f} ms, "
           f"min-max {min(chunk):.3f}-{max(chunk):.3f}")
+
+
+def mirror_totals(ctl):
+    s = get(ctl, "/v1/status").get("snapshot", {})
+    return time.time(), s.get("mirror_syncs", 0), s.get("mirror_synced", 0), s.get("mirror_sync_us", 0)
+
+
+def background(label, a, b):
+    """Loop time the background mirror syncs took between two totals."""
+    secs = b[0] - a[0]
+    print(f"{label}: {b[1] - a[1]} background mirror syncs of {b[2] - a[2]} agent changes in "
+          f"{secs:.0f} s: {(b[3] - a[3]) / 1000:.1f} ms of loop time "
+          f"({(b[3] - a[3]) / 1000 / secs:.2f} ms per second)")
 
 
 def snapshots(ctl, k, label, spacing_s=0.3, pause=None):
@@ -114,12 +128,14 @@ def main():
                 break
             if time.time() - t > 600:
                 sys.exit("agents did not all arrive")
+        t0 = mirror_totals(ctl)
         busy = snapshots(ctl, a.snapshots, "under load")
         spacing = 2 * a.interval_ms / 1000 + 1
         every = snapshots(ctl, a.changed_snapshots, "every agent changed",
                           spacing_s=spacing) if a.changed_snapshots else []
         every_quiet = snapshots(ctl, a.changed_snapshots, "every agent changed, load paused",
                                 spacing_s=spacing, pause=load) if a.changed_snapshots else []
+        t1 = mirror_totals(ctl)
         load.stdin.close()
         load.wait()
         load = None
@@ -131,6 +147,7 @@ def main():
                     f"(snapshots {spacing:.0f} s apart)", every)
             summary("every agent changed, load paused (SIGSTOP) during the copy", every_quiet)
         summary("quiet (no ingest)", quiet)
+        background("under load (all phases)", t0, t1)
         if a.cli:
             for args in (["status"], ["status", "--json"]):
                 walls = []

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::snapshot::{Changes, Copier, Extras, Pool};
+use super::mirror::{Changes, Copier, Mirror, SYNC_AT};
+use super::snapshot::{Extras, Pool};
 use super::socket::ControlSocket;
 use super::{lock, ControlApi, LastReload, ReloadOutcome, ReloadReply, Settings, Shared};
 use crate::identity::{NameId, Registry};
@@ -21,6 +22,8 @@ use crate::tracker::Tracker;
 pub struct ControlLoop {
     shared: Arc<Shared>,
     copier: Option<Copier>,
+    /// Every slot as a record, kept current from the change marks.
+    mirror: Mirror,
     /// Slots changed between recent snapshots.
     changes: Changes,
     reloads: Receiver<ReloadReply>,
@@ -59,6 +62,7 @@ impl ControlLoop {
             ControlLoop {
                 shared: shared.clone(),
                 copier: None,
+                mirror: Mirror::default(),
                 changes: Changes::default(),
                 reloads: rx,
                 socket,
@@ -106,10 +110,12 @@ impl ControlLoop {
         names: &Names,
         extras: impl FnOnce(&Tracker) -> Extras,
     ) {
+        // A snapshot's own sync is timed with it; background ones here.
         if self.copier.is_none() && self.shared.wanted.swap(false, Ordering::AcqRel) {
             self.copier = Some(Copier::start(
-                &self.shared.pool,
+                &mut self.mirror,
                 &mut self.changes,
+                &self.shared.pool,
                 tracker,
                 names,
             ));
@@ -117,7 +123,7 @@ impl ControlLoop {
         let Some(c) = &mut self.copier else {
             return;
         };
-        if !c.step(tracker, names) {
+        if !c.step(&self.mirror) {
             let _ = self.shared.waker.wake();
             return;
         }
@@ -140,6 +146,25 @@ impl ControlLoop {
         // buffers to the pool as it drops here.
         *lock(&self.shared.latest) = Some(Arc::new(snap));
         self.shared.published.send_modify(|g| *g += 1);
+    }
+
+    /// After an ingest batch: once [`SYNC_AT`] changed slots are pending,
+    /// applies them to the mirror (never while a snapshot copies from it),
+    /// so a snapshot never starts with more than that to apply.
+    pub fn maintain(&mut self, tracker: &mut Tracker, names: &Names) {
+        if self.copier.is_some() || tracker.pending_changes() < SYNC_AT {
+            return;
+        }
+        let t = std::time::Instant::now();
+        let n = self.mirror.sync(tracker, names, &mut self.changes.current);
+        let stats = &self.shared.stats;
+        let d = t.elapsed();
+        stats.mirror_sync_seconds.observe(d.as_secs_f64());
+        stats.mirror_synced.fetch_add(n as u64, Ordering::Relaxed);
+        stats.mirror_syncs.fetch_add(1, Ordering::Relaxed);
+        stats
+            .mirror_sync_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Whether a snapshot copy is under way (the loop must come back).

@@ -15,6 +15,7 @@ pub mod events;
 pub mod loop_side;
 pub mod query;
 pub mod record;
+pub mod mirror;
 mod render;
 pub mod snapshot;
 pub mod socket;
@@ -162,6 +163,16 @@ pub struct ControlStats {
     /// `varta_control_snapshot_chunk_seconds`: the longest chunk of each
     /// snapshot.
     pub snapshot_chunk_seconds: Histogram,
+    /// `varta_control_mirror_sync_seconds`: loop time per background sync
+    /// of the snapshot mirror ([`mirror::SYNC_AT`] changed agents each).
+    pub mirror_sync_seconds: Histogram,
+    /// `varta_control_mirror_synced_total`: agent changes applied to the
+    /// mirror by background syncs.
+    pub mirror_synced: std::sync::atomic::AtomicU64,
+    /// Background mirror syncs so far.
+    pub mirror_syncs: std::sync::atomic::AtomicU64,
+    /// Loop time of those syncs, µs in all.
+    pub mirror_sync_us: std::sync::atomic::AtomicU64,
     /// The event ring and streams (reader gauges).
     pub events: Arc<EventHub>,
 }
@@ -173,6 +184,10 @@ impl Default for ControlStats {
             requests: Mutex::new(BTreeMap::new()),
             snapshot_seconds: Histogram::new(b),
             snapshot_chunk_seconds: Histogram::new(b),
+            mirror_sync_seconds: Histogram::new(b),
+            mirror_synced: Default::default(),
+            mirror_syncs: Default::default(),
+            mirror_sync_us: Default::default(),
             events: Arc::new(EventHub::default()),
         }
     }

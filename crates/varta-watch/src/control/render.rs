@@ -1,5 +1,7 @@
 //! JSON shapes of `docs/api.md`, built on the HTTP thread.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::{json, Value};
 
 use super::query::state_name;
@@ -134,6 +136,10 @@ pub fn status(shared: &Shared, snap: &AgentsSnapshot, tracker_capacity: u32) -> 
             "longest_chunk_us": snap.longest_chunk.as_micros() as u64,
             "copied": snap.copied,
             "full": snap.full,
+            // Keeping the mirror current between snapshots, since start.
+            "mirror_syncs": shared.stats.mirror_syncs.load(Ordering::Relaxed),
+            "mirror_synced": shared.stats.mirror_synced.load(Ordering::Relaxed),
+            "mirror_sync_us": shared.stats.mirror_sync_us.load(Ordering::Relaxed),
         },
     })
 }

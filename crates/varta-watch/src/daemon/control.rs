@@ -89,6 +89,15 @@ impl Daemon {
         }
     }
 
+    /// After an ingest batch: keeps the control API's snapshot mirror
+    /// current once enough agents changed (bounded work, no scan).
+    pub(super) fn maintain_control(&mut self) {
+        if let Some(c) = &mut self.control {
+            let names = self.policy.names();
+            c.maintain(&mut self.tracker, &names);
+        }
+    }
+
     /// Where the control API listens, if on.
     pub fn control_path(&self) -> Option<&std::path::Path> {
         self.control.as_ref().map(ControlLoop::path)

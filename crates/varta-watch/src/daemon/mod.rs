@@ -581,6 +581,7 @@ impl Daemon {
             self.policy.tick(now, &mut self.bus);
             let expired_at = clock(timed);
             self.bus.end_of_batch(now);
+            self.maintain_control();
             self.pulse.on_iteration(now, &self.tracker);
             if let (Some(o), Some(waiting), Some(woke), Some(expire_start), Some(expired_at)) =
                 (&self.observations, waiting, woke, expire_start, expired_at)

@@ -16,6 +16,11 @@ impl super::Tracker {
     pub fn drain_changes(&mut self, out: &mut ChangeSet) {
         self.changed.drain_into(out);
     }
+
+    /// Slots marked since the last [`Tracker::drain_changes`].
+    pub fn pending_changes(&self) -> usize {
+        self.changed.len()
+    }
 }
 
 /// A set of slot indices, as a bitmap that grows with the highest index
@@ -23,6 +28,9 @@ impl super::Tracker {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChangeSet {
     words: Vec<u64>,
+    /// Bits set (kept as marks arrive, so the owner can tell cheaply when
+    /// enough changes are pending to be worth applying).
+    count: usize,
 }
 
 impl ChangeSet {
@@ -33,7 +41,9 @@ impl ChangeSet {
         if w >= self.words.len() {
             self.grow(w);
         }
-        self.words[w] |= 1 << (idx & 63);
+        let bit = 1 << (idx & 63);
+        self.count += usize::from(self.words[w] & bit == 0);
+        self.words[w] |= bit;
     }
 
     /// Cold path of [`ChangeSet::mark`]: the tracker grew past the bitmap.
@@ -58,31 +68,63 @@ impl ChangeSet {
         if self.words.len() < other.words.len() {
             self.words.resize(other.words.len(), 0);
         }
-        for (a, b) in self.words.iter_mut().zip(&other.words) {
-            *a |= b;
+        let mut count = 0;
+        for (i, a) in self.words.iter_mut().enumerate() {
+            *a |= other.words.get(i).copied().unwrap_or(0);
+            count += a.count_ones() as usize;
         }
+        self.count = count;
     }
 
     /// Adds every slot of `self` to `out` and empties `self` (its memory
     /// is kept for the marks to come).
     pub fn drain_into(&mut self, out: &mut ChangeSet) {
-        out.union_with(self);
-        self.words.fill(0);
+        if self.count == 0 {
+            return;
+        }
+        if out.count == 0 && out.words.len() <= self.words.len() {
+            // Nothing to merge: hand the bits over and keep out's memory.
+            std::mem::swap(&mut self.words, &mut out.words);
+            out.count = self.count;
+            self.words.resize(out.words.len(), 0);
+            self.words.fill(0);
+        } else {
+            out.union_with(self);
+            self.words.fill(0);
+        }
+        self.count = 0;
     }
 
     /// Empties the set, keeping its memory.
     pub fn clear(&mut self) {
-        self.words.fill(0);
+        if self.count > 0 {
+            self.words.fill(0);
+            self.count = 0;
+        }
     }
 
     /// Slots in the set.
     pub fn len(&self) -> usize {
-        self.words.iter().map(|w| w.count_ones() as usize).sum()
+        self.count
     }
 
     /// Whether no slot is in the set.
     pub fn is_empty(&self) -> bool {
-        self.words.iter().all(|&w| w == 0)
+        self.count == 0
+    }
+
+    /// The slots in the set, in increasing order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(w, &bits)| {
+            let mut bits = bits;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let i = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    w * 64 + i
+                })
+            })
+        })
     }
 }
 
@@ -112,7 +154,20 @@ mod tests {
         assert!(b.is_empty());
         assert_eq!(c.len(), 5);
         assert!(c.contains(5) && c.contains(1_000_000));
+        assert_eq!(c.iter().collect::<Vec<_>>(), [0, 5, 63, 64, 1_000_000]);
         c.clear();
         assert!(c.is_empty());
+        assert_eq!(c.iter().count(), 0);
+        // Draining into a set that already holds bits merges them.
+        let mut d = ChangeSet::default();
+        d.mark(1);
+        let mut e = ChangeSet::default();
+        e.mark(2);
+        e.mark(200);
+        d.drain_into(&mut e);
+        assert_eq!(e.iter().collect::<Vec<_>>(), [1, 2, 200]);
+        assert_eq!((d.len(), e.len()), (0, 3));
+        d.mark(3);
+        assert_eq!(d.iter().collect::<Vec<_>>(), [3]);
     }
 }

@@ -38,6 +38,18 @@ pub(super) fn encode(e: &mut DescriptorEncoder, c: Option<&ControlStats>) -> Res
         "Control API event streams cut because the reader fell more than 4096 events behind.",
         hub.map_or(0, |h| h.dropped.load(Ordering::Relaxed)),
     )?;
+    counter(
+        e,
+        "varta_control_mirror_synced",
+        "Agent changes the detection loop applied to the snapshot mirror in background syncs.",
+        c.map_or(0, |c| c.mirror_synced.load(Ordering::Relaxed)),
+    )?;
+    let sync = "varta_control_mirror_sync_seconds";
+    let sync_help = "Detection-loop time per background sync of the snapshot mirror.";
+    match c {
+        Some(c) => histogram(e, sync, sync_help, &c.mirror_sync_seconds)?,
+        None => empty_histogram(e, sync, sync_help, &SECONDS_BUCKETS)?,
+    }
     let seconds = "varta_control_snapshot_seconds";
     let seconds_help = "Detection-loop time per control API agents snapshot, all chunks together.";
     let chunk = "varta_control_snapshot_chunk_seconds";

@@ -1,4 +1,5 @@
-//! The chunked copy against the tracker and the policy engine it copies:
+//! The mirror and the chunked copy against the tracker and the policy
+//! engine they copy:
 //! every tracked agent once, with its state, beat, class, identity and
 //! rule, after admissions, evictions, slot reuse and new lives.
 
@@ -12,9 +13,17 @@ use crate::config::{EvictionPolicy, Loaded};
 use crate::events::{EventBus, Origin};
 use crate::identity::Registry;
 use crate::policy::Policy;
-use crate::tracker::{Incoming, NoProbe, TrackerSettings};
+use crate::tracker::{Incoming, NoProbe, SlotState, TrackerSettings};
 
 const MS: u64 = 1_000_000;
+
+/// The loop's snapshot state: mirror, change history, buffer pool.
+#[derive(Default)]
+struct Snapper {
+    mirror: Mirror,
+    changes: Changes,
+    pool: Pool,
+}
 
 /// The observer's pieces a snapshot reads, wired as the daemon does.
 struct World {
@@ -114,22 +123,29 @@ impl World {
         self.bus.end_of_batch(now);
     }
 
-    /// A snapshot copied `chunk` slots at a time (a full copy: one step
-    /// per chunk of slots; a copy of changes: at most that many).
-    fn snapshot(&mut self, pool: &Pool, changes: &mut Changes, chunk: usize) -> AgentsSnapshot {
+    /// A snapshot copied `chunk` records at a time (a whole-mirror copy:
+    /// one step per 4 chunks; a copy of changes: at most one per chunk).
+    fn snapshot(&mut self, sn: &mut Snapper, chunk: usize) -> AgentsSnapshot {
         let names = self.policy.names();
-        let mut c = Copier::with_chunk(pool, changes, &mut self.tracker, &names, chunk);
+        let mut c = Copier::with_chunk(
+            &mut sn.mirror,
+            &mut sn.changes,
+            &sn.pool,
+            &mut self.tracker,
+            &names,
+            chunk,
+        );
         let full = c.is_full();
         let mut steps = 1;
-        while !c.step(&self.tracker, &names) {
+        while !c.step(&sn.mirror) {
             steps += 1;
         }
-        let chunks = self.tracker.slot_count().div_ceil(chunk).max(1);
+        let slots = self.tracker.slot_count();
         if full {
-            let per_step = chunk * lanes();
-            assert_eq!(steps, self.tracker.slot_count().div_ceil(per_step).max(1));
+            let per_step = COPY_CHUNK.min(chunk * 4);
+            assert_eq!(steps, slots.div_ceil(per_step).max(1));
         } else {
-            assert!(steps <= chunks, "{steps} steps for {chunks} chunks");
+            assert!(steps <= slots.div_ceil(chunk).max(1), "{steps} steps");
         }
         c.finish(&self.tracker, |_| Extras::default(), 0)
     }
@@ -168,8 +184,7 @@ impl World {
 #[test]
 fn chunked_copy_equals_tracker_state() {
     let mut w = world(8);
-    let pool = Pool::default();
-    let mut changes = Changes::default();
+    let mut sn = Snapper::default();
     // Eight agents: even pids in 10/8 (rule 0), odd ones elsewhere (rule 1).
     let ip = |pid: u32| {
         if pid % 2 == 0 {
@@ -185,10 +200,10 @@ fn chunked_copy_equals_tracker_state() {
     w.frame(10, 3, ip(3), varta_vlp::NONCE_TERMINAL, Status::Critical);
     w.frame(10, 4, ip(4), 6, Status::Degraded);
     for chunk in [1, 3, 8, CHUNK] {
-        let s = w.snapshot(&pool, &mut changes, chunk);
+        let s = w.snapshot(&mut sn, chunk);
         w.check(&s);
     }
-    let s = w.snapshot(&pool, &mut changes, 3);
+    let s = w.snapshot(&mut sn, 3);
     assert_eq!(s.find(2).and_then(|r| r.rule()), Some(0));
     assert_eq!(s.find(5).and_then(|r| r.rule()), Some(1));
     assert_eq!(s.find(3).map(|r| r.state()), Some(SlotState::Exited));
@@ -202,7 +217,7 @@ fn chunked_copy_equals_tracker_state() {
     assert_eq!(w.tracker.slot_of(3), None);
     w.frame(20, 10, ip(10 + 1), 1, Status::Ok);
     assert_eq!(w.tracker.len(), 8);
-    let s = w.snapshot(&pool, &mut changes, 3);
+    let s = w.snapshot(&mut sn, 3);
     w.check(&s);
     assert!(s.find(3).is_none());
     assert_eq!(s.find(9).and_then(|r| r.rule()), Some(0));
@@ -212,7 +227,7 @@ fn chunked_copy_equals_tracker_state() {
     // with a lower nonce, now from outside 10/8 (rule 1); the others
     // stall meanwhile (rule thresholds 2 s and 3 s).
     w.frame(10_000, 6, [172, 16, 0, 1], 1, Status::Ok);
-    let s = w.snapshot(&pool, &mut changes, 2);
+    let s = w.snapshot(&mut sn, 2);
     w.check(&s);
     assert_eq!(
         s.find(6).and_then(|r| r.rule()),
@@ -226,15 +241,16 @@ fn chunked_copy_equals_tracker_state() {
     assert!(s.records().all(|r| r.identity().is_some()));
     w.uds(10_001, 4_000_000);
     assert_eq!(w.tracker.len(), 8, "a slot was reused");
-    let s = w.snapshot(&pool, &mut changes, 3);
+    let s = w.snapshot(&mut sn, 3);
     w.check(&s);
     assert_eq!(s.find(4_000_000).map(|r| r.identity()), Some(None));
     // Dropped, the buffer goes back to the pool for the next snapshot.
     drop(s);
-    assert!(pool
+    assert!(sn
+        .pool
         .take()
         .is_some_and(|b| b.generation == 8 && b.records.len() == 8));
-    let s = w.snapshot(&pool, &mut changes, CHUNK);
+    let s = w.snapshot(&mut sn, CHUNK);
     w.check(&s);
 }
 
@@ -336,19 +352,31 @@ proptest::proptest! {
         )
     ) {
         let mut d = Driver { w: world(12), now_ms: 0, nonce: Default::default() };
-        let pool = Pool::default();
-        let mut changes = Changes::default();
+        let mut sn = Snapper::default();
         let mut held = Vec::new();
         for (between, during, chunk, keep) in rounds {
-            for o in &between {
+            for (k, o) in between.iter().enumerate() {
                 d.apply(o);
+                if k % 7 == 6 {
+                    // A background sync between snapshots (the loop's
+                    // maintain() once enough changes are pending).
+                    let names = d.w.policy.names();
+                    sn.mirror.sync(&mut d.w.tracker, &names, &mut sn.changes.current);
+                }
             }
             // A snapshot with things happening between its chunks: not
             // exact, but it must leave the buffers consistent.
             let names = d.w.policy.names();
-            let mut c = Copier::with_chunk(&pool, &mut changes, &mut d.w.tracker, &names, chunk);
+            let mut c = Copier::with_chunk(
+                &mut sn.mirror,
+                &mut sn.changes,
+                &sn.pool,
+                &mut d.w.tracker,
+                &names,
+                chunk,
+            );
             let mut ops = during.iter();
-            while !c.step(&d.w.tracker, &names) {
+            while !c.step(&sn.mirror) {
                 if let Some(o) = ops.next() {
                     d.apply(o);
                 }
@@ -362,7 +390,7 @@ proptest::proptest! {
                 drop(s);
             }
             for _ in 0..2 {
-                let s = d.w.snapshot(&pool, &mut changes, chunk);
+                let s = d.w.snapshot(&mut sn, chunk);
                 d.w.check(&s);
             }
             if held.len() > 2 {
@@ -379,11 +407,10 @@ proptest::proptest! {
 #[test]
 fn dense_changes_stream_and_switch_to_full_copies() {
     let mut w = world(300);
-    let pool = Pool::default();
-    let mut changes = Changes::default();
+    let mut sn = Snapper::default();
     let mut published = None;
-    let mut next = |w: &mut World, changes: &mut Changes| {
-        let s = std::sync::Arc::new(w.snapshot(&pool, changes, 50));
+    let mut next = |w: &mut World, sn: &mut Snapper| {
+        let s = std::sync::Arc::new(w.snapshot(sn, 50));
         w.check(&s);
         published = Some(s.clone());
         (s.full, s.copied)
@@ -391,9 +418,9 @@ fn dense_changes_stream_and_switch_to_full_copies() {
     for pid in 1..=300 {
         w.frame(0, pid, [10, 0, 0, 1], 1, Status::Ok);
     }
-    assert_eq!(next(&mut w, &mut changes), (true, 300), "no buffer yet");
-    assert_eq!(next(&mut w, &mut changes), (true, 300), "the first is held");
-    assert_eq!(next(&mut w, &mut changes), (false, 0), "nothing changed");
+    assert_eq!(next(&mut w, &mut sn), (true, 300), "no buffer yet");
+    assert_eq!(next(&mut w, &mut sn), (true, 300), "the first is held");
+    assert_eq!(next(&mut w, &mut sn), (false, 0), "nothing changed");
     // 100 changed slots (a whole word and some) since the buffer the
     // next snapshot reuses.
     let beat = |w: &mut World, pids: std::ops::RangeInclusive<u32>, nonce| {
@@ -402,21 +429,17 @@ fn dense_changes_stream_and_switch_to_full_copies() {
         }
     };
     beat(&mut w, 1..=100, 2);
-    assert_eq!(next(&mut w, &mut changes), (false, 100));
+    assert_eq!(next(&mut w, &mut sn), (false, 100));
     // The other buffer is two intervals behind: those 100 and 40 more.
     beat(&mut w, 101..=140, 2);
-    assert_eq!(next(&mut w, &mut changes), (false, 140));
+    assert_eq!(next(&mut w, &mut sn), (false, 140));
     beat(&mut w, 141..=160, 2);
-    assert_eq!(next(&mut w, &mut changes), (false, 60));
+    assert_eq!(next(&mut w, &mut sn), (false, 60));
     beat(&mut w, 161..=260, 2);
-    assert_eq!(next(&mut w, &mut changes), (false, 120));
+    assert_eq!(next(&mut w, &mut sn), (false, 120));
     // 100 + 70 of 300 changed since the next buffer: past half, a full
     // copy reads faster.
     beat(&mut w, 261..=300, 2);
     beat(&mut w, 1..=30, 3);
-    assert_eq!(
-        next(&mut w, &mut changes),
-        (true, 300),
-        "170 of 300 changed"
-    );
+    assert_eq!(next(&mut w, &mut sn), (true, 300), "170 of 300 changed");
 }

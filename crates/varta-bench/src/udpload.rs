@@ -30,6 +30,39 @@ use crate::scenarios::SplitMix;
 /// Datagrams per `sendmmsg` / `recvmmsg` call (the observers' batch size).
 pub const BATCH: usize = 32;
 
+/// One `sendmmsg` on a connected socket of the first [`BATCH`] (or fewer)
+/// of `frames`: how many the kernel took.
+pub fn send_frames(
+    sock: &UdpSocket,
+    headers: &mut MultiHeaders<()>,
+    frames: &[[u8; FRAME_LEN]],
+) -> Result<usize, Errno> {
+    let take = frames.len().min(BATCH);
+    let iovs: [[IoSlice; 1]; BATCH] = std::array::from_fn(|k| {
+        [IoSlice::new(
+            frames.get(k).filter(|_| k < take).map_or(&[], |d| &d[..]),
+        )]
+    });
+    let no_cmsgs: [ControlMessage; 0] = [];
+    sendmmsg(
+        sock.as_raw_fd(),
+        headers,
+        &iovs[..take],
+        [None::<()>; BATCH],
+        no_cmsgs,
+        MsgFlags::empty(),
+    )
+    .map(|r| r.count())
+}
+
+/// CPU time of the calling thread, ns (0 if the clock cannot be read).
+pub fn thread_cpu_ns() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
 /// Pid of pid index 0; index i carries pid `FIRST_PID + i` (0 and 1 are
 /// illegal on the wire).
 pub const FIRST_PID: u32 = 2;

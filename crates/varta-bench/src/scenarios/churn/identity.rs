@@ -2,6 +2,7 @@
 //! identity thread's `/proc` read, and the detection loop's share through
 //! the daemon's own `Policy`.
 
+use crate::udpload::thread_cpu_ns;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -33,14 +34,6 @@ impl Drop for Sleepers {
         }
     }
 }
-
-pub(super) fn thread_cpu_ns() -> u64 {
-    use nix::time::{clock_gettime, ClockId};
-    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
-        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-    })
-}
-
 #[derive(Serialize, Clone, Copy)]
 pub(super) struct ReadCost {
     pub(super) reads: usize,

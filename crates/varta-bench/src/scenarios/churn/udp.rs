@@ -2,25 +2,22 @@
 //! without a stream of fresh pids, against our release observer.
 
 use std::collections::HashMap;
-use std::io::IoSlice;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders};
+use nix::sys::socket::MultiHeaders;
 use serde::Serialize;
 use varta_vlp::{Frame, Status, FRAME_LEN};
 
-use super::identity::thread_cpu_ns;
 use super::{CHURN_BASE, STEADY_BASE};
 use crate::exportfile::{file_len, StallWatcher};
 use crate::procs::{bench_dir, monotonic_ns, Binaries, Observer, ObserverSpec, Res, Which};
 use crate::scenarios::SplitMix;
-use crate::udpload::{udp_stat, BATCH};
+use crate::udpload::{send_frames, thread_cpu_ns, udp_stat, BATCH};
 
 // ---------------------------------------------------------------------------
 // Part 2: UDP churn.
@@ -104,27 +101,10 @@ pub(super) fn send_due(
     counter: &AtomicU64,
     errors: &mut u64,
 ) {
-    let no_cmsgs: [ControlMessage; 0] = [];
     let mut failures = 0;
     while *pos < due && failures < 100 {
-        let take = (due - *pos).min(BATCH);
-        let iovs: [[IoSlice; 1]; BATCH] = std::array::from_fn(|k| {
-            [IoSlice::new(
-                data.get(*pos + k)
-                    .filter(|_| k < take)
-                    .map_or(&[], |d| &d[..]),
-            )]
-        });
-        match sendmmsg(
-            sock.as_raw_fd(),
-            headers,
-            &iovs[..take],
-            [None::<()>; BATCH],
-            no_cmsgs,
-            MsgFlags::empty(),
-        ) {
-            Ok(r) => {
-                let n = r.count();
+        match send_frames(sock, headers, &data[*pos..due]) {
+            Ok(n) => {
                 *pos += n;
                 counter.fetch_add(n as u64, Ordering::Relaxed);
             }

@@ -9,18 +9,16 @@
 //! terminal frame can never overtake a beat of the same agent and turn a
 //! clean death into a `recovered` and a false `stall`.
 
-use std::io::IoSlice;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders};
+use nix::sys::socket::MultiHeaders;
 use serde::Serialize;
 use varta_vlp::{Frame, Status, FRAME_LEN, NONCE_TERMINAL};
 
-use crate::udpload::BATCH;
+use crate::udpload::{send_frames, thread_cpu_ns, BATCH};
 
 /// First pid handed out. Above the kernel's `PID_MAX_LIMIT` (2^22), as the
 /// `scrape` load: no agent shares a pid with a process, and the observer
@@ -205,13 +203,6 @@ pub(super) struct SenderReport {
     pub(super) silenced: Vec<u32>,
 }
 
-fn thread_cpu_ns() -> u64 {
-    use nix::time::{clock_gettime, ClockId};
-    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
-        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-    })
-}
-
 /// Sends `frames` in order in `sendmmsg` batches of [`BATCH`].
 fn send_all(
     sock: &UdpSocket,
@@ -220,29 +211,11 @@ fn send_all(
     r: &mut SenderReport,
     counter: &AtomicU64,
 ) {
-    let no_cmsgs: [ControlMessage; 0] = [];
     let mut pos = 0;
     let mut failures = 0;
     while pos < frames.len() {
-        let take = (frames.len() - pos).min(BATCH);
-        let iovs: [[IoSlice; 1]; BATCH] = std::array::from_fn(|k| {
-            [IoSlice::new(
-                frames
-                    .get(pos + k)
-                    .filter(|_| k < take)
-                    .map_or(&[], |d| &d[..]),
-            )]
-        });
-        match sendmmsg(
-            sock.as_raw_fd(),
-            headers,
-            &iovs[..take],
-            [None::<()>; BATCH],
-            no_cmsgs,
-            MsgFlags::empty(),
-        ) {
-            Ok(res) => {
-                let n = res.count();
+        match send_frames(sock, headers, &frames[pos..]) {
+            Ok(n) => {
                 pos += n;
                 r.sent += n as u64;
                 counter.fetch_add(n as u64, Ordering::Relaxed);

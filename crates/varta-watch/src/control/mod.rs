@@ -13,9 +13,9 @@
 mod api;
 pub mod events;
 pub mod loop_side;
+pub mod mirror;
 pub mod query;
 pub mod record;
-pub mod mirror;
 mod render;
 pub mod snapshot;
 pub mod socket;

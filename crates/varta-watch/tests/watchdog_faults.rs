@@ -2,7 +2,11 @@
 //! `fault-injection` stops its loop for good after `VARTA_FAULT_WEDGE_AFTER`
 //! iterations while its other threads run on (SIGSTOP cannot do that: it
 //! stops every thread). Then systemd pings stop, the heartbeat file
-//! freezes, and the self-watchdog aborts the process.
+//! freezes, and the self-watchdog aborts the process. And the opposite
+//! fault, `VARTA_FAULT_WATCHDOG_STOP_AFTER`: the watchdog thread hangs
+//! while the loop runs on — systemd's pings and the heartbeat file stop,
+//! which is what the layers outside the process (WatchdogSec, a remote
+//! heartbeat reader) act on.
 //!
 //! `cargo test -p varta-watch --features fault-injection --test watchdog_faults`
 
@@ -15,6 +19,7 @@ use common::PATIENCE;
 use systemd_support::{parse_heartbeat, start_observer, wait_signal, NotifySocket};
 
 const WEDGED: &str = "fault injection: wedging the event loop";
+const WATCHDOG_STOPPED: &str = "fault injection: stopping the watchdog thread";
 
 /// Waits for the wedge's log line; returns when it was seen (at most a
 /// poll interval after the loop stopped).
@@ -165,4 +170,79 @@ fn healthy_turns_503_when_the_loop_wedges() {
     obs.wait_until("503 once wedged", || get("/-/healthy") == 503);
     assert_eq!(get("/metrics"), 200, "served from the last snapshot");
     assert_eq!(get("/-/ready"), 200);
+}
+
+/// The watchdog thread hangs while the loop is healthy: `WATCHDOG=1` and
+/// the heartbeat file stop (systemd's WatchdogSec and a heartbeat reader
+/// on another host act on exactly that), though the loop still detects
+/// stalls — the self-watchdog cannot catch its own thread's death, which
+/// is why the outer layers exist.
+#[test]
+fn stopped_watchdog_thread_stops_systemd_pings_and_the_heartbeat() {
+    use varta_vlp::{Frame, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::path(dir.path());
+    let hb = dir.path().join("heartbeat");
+    let hb_arg = hb.to_str().unwrap().to_string();
+    // 50 ms rounds (WatchdogSec 0.4 s / 8): about 1.5 s of pings first.
+    let obs = start_observer(
+        dir,
+        &[
+            "--self-watchdog-secs",
+            "2",
+            "--heartbeat-file",
+            &hb_arg,
+            "--threshold-ms",
+            "300",
+        ],
+        &[
+            ("NOTIFY_SOCKET", notify.env.as_str()),
+            ("WATCHDOG_USEC", "400000"),
+            ("VARTA_FAULT_WATCHDOG_STOP_AFTER", "30"),
+        ],
+    );
+    let read = || {
+        std::fs::read_to_string(&hb)
+            .ok()
+            .map(|t| parse_heartbeat(&t))
+    };
+    notify.wait_until("WATCHDOG=1 while healthy", |_| {
+        notify.times_of("WATCHDOG=1").len() >= 3
+    });
+    obs.wait_until("heartbeat file", || read().is_some());
+    obs.wait_until("the watchdog thread to stop", || {
+        obs.stderr().contains(WATCHDOG_STOPPED)
+    });
+    let stopped_at = Instant::now();
+    let frozen = read().unwrap();
+
+    // The loop is alive: a beat is taken and its silence becomes a stall,
+    // after the watchdog thread stopped.
+    let me = std::process::id();
+    obs.raw()
+        .send(&Frame::new(Status::Ok, me, 1, 1, 0).to_bytes())
+        .unwrap();
+    obs.wait_for("stall", Some(me));
+
+    // Twice the self-watchdog limit with a live loop and a dead watchdog
+    // thread: no ping, no heartbeat write, no abort.
+    let until = stopped_at + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert_eq!(read().unwrap(), frozen, "heartbeat moved after the stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pings = notify.times_of("WATCHDOG=1");
+    let last = *pings.last().unwrap();
+    assert!(
+        last < stopped_at,
+        "a ping {:?} after the watchdog thread stopped",
+        last - stopped_at
+    );
+    let mut obs = obs;
+    assert!(
+        obs.child.try_wait().unwrap().is_none(),
+        "the loop is fine: nothing in the process aborts it\n{}",
+        obs.stderr()
+    );
+    assert!(!obs.stderr().contains("self-watchdog: the event loop"));
 }

@@ -114,6 +114,9 @@ struct Watch {
     heartbeat_log_after: Instant,
     status_sent: u64,
     notify_log_after: Instant,
+    /// Rounds done, for the `fault-injection` hook.
+    #[cfg(feature = "fault-injection")]
+    rounds: u64,
 }
 
 impl Watch {
@@ -132,6 +135,8 @@ impl Watch {
             heartbeat_log_after: now,
             status_sent: 0,
             notify_log_after: now,
+            #[cfg(feature = "fault-injection")]
+            rounds: 0,
             plan,
         }
     }
@@ -142,6 +147,11 @@ impl Watch {
                 Err(RecvTimeoutError::Timeout) => {}
                 // Stop requested (sender dropped) or an explicit message.
                 _ => return,
+            }
+            #[cfg(feature = "fault-injection")]
+            {
+                super::fault::maybe_stop_watchdog(self.rounds);
+                self.rounds += 1;
             }
             self.round(Instant::now());
         }

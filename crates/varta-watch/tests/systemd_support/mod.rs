@@ -135,6 +135,7 @@ pub fn start_observer(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)
         cmd.env_remove(var);
     }
     cmd.env_remove("VARTA_FAULT_WEDGE_AFTER");
+    cmd.env_remove("VARTA_FAULT_WATCHDOG_STOP_AFTER");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -7,27 +7,9 @@
 
 use varta_vlp::{DecodeError, Status};
 
-/// How a beat reached the observer; pinned per pid by its first beat.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Origin {
-    /// Unix socket with `SCM_CREDENTIALS`: pid and uid attested by the kernel.
-    KernelAttested,
-    /// Plaintext UDP: nothing verified.
-    NetworkUnverified,
-    /// Secure UDP: verified by key possession.
-    NetworkVerified,
-}
-
-impl Origin {
-    /// Label used in exports and metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Origin::KernelAttested => "kernel_attested",
-            Origin::NetworkUnverified => "network_unverified",
-            Origin::NetworkVerified => "network_verified",
-        }
-    }
-}
+/// How a beat reached the observer; pinned per pid by its first beat
+/// (defined with the configuration, whose `[[agent]]` rules match on it).
+pub use varta_config::AgentOrigin as Origin;
 
 /// Why a well-formed datagram was not accepted as a beat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

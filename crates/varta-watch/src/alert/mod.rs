@@ -32,7 +32,7 @@ use rustc_hash::FxHashMap;
 
 use crate::config::{AlertmanagerConfig, ConfigError};
 use crate::events::{Event, RecoveryOutcome, Sink};
-use crate::export::metrics::UNKNOWN_NAME;
+use crate::identity::UNKNOWN as UNKNOWN_NAME;
 use crate::policy::Names;
 pub use model::{Agent, Alert, AlertName, Key};
 pub use stats::{AlertStats, DropReason, TargetStats};

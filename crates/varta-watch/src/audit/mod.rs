@@ -139,7 +139,7 @@ pub enum AuditError {
     /// The last complete line is not a record. Only an incomplete final
     /// line (a torn write) is ever cut: this one may be a record we cannot
     /// read, so the observer refuses rather than lose it.
-    #[error("--recovery-audit-file {}: its last complete line (byte offset {offset}{}) is not a record: {error}; the observer never cuts a complete line. Look at it (`tail -n 3 {}`), check the file with `varta audit verify {}`, then repair it or move it aside (e.g. `mv {} {}.old`) to start a new chain", .path.display(), .seq.map(|s| format!(", seq {s}")).unwrap_or_default(), .path.display(), .path.display(), .path.display(), .path.display())]
+    #[error("recovery-audit-file {}: its last complete line (byte offset {offset}{}) is not a record: {error}; the observer never cuts a complete line. Look at it (`tail -n 3 {}`), check the file with `varta audit verify {}`, then repair it or move it aside (e.g. `mv {} {}.old`) to start a new chain", .path.display(), .seq.map(|s| format!(", seq {s}")).unwrap_or_default(), .path.display(), .path.display(), .path.display(), .path.display())]
     UnparseableLastLine {
         /// The file.
         path: PathBuf,
@@ -153,7 +153,7 @@ pub enum AuditError {
     /// The file ends in unchained records (0.2.0 without `audit-chain`) and
     /// does not read as one sequence, so there is no value to seal them
     /// with.
-    #[error("--recovery-audit-file {}: its last records carry no hash chain (chain column `-`: written by varta-watch 0.2.0 built without audit-chain); to continue it the observer reads the whole file, which failed: {failure}. Nothing was changed; move it aside (e.g. `mv {} {}.0.2.0`) to start a new chain", .path.display(), .path.display(), .path.display())]
+    #[error("recovery-audit-file {}: its last records carry no hash chain (chain column `-`: written by varta-watch 0.2.0 built without audit-chain); to continue it the observer reads the whole file, which failed: {failure}. Nothing was changed; move it aside (e.g. `mv {} {}.0.2.0`) to start a new chain", .path.display(), .path.display(), .path.display())]
     UnchainedFileDoesNotVerify {
         /// The file (`PATH` or `PATH.1`).
         path: PathBuf,
@@ -161,7 +161,7 @@ pub enum AuditError {
         failure: String,
     },
     /// Another observer holds the file's lock.
-    #[error("--recovery-audit-file {}: another varta-watch is writing this file (it holds its lock); two observers must not share an audit file: give each its own path, or stop the other one", .path.display())]
+    #[error("recovery-audit-file {}: another varta-watch is writing this file (it holds its lock); two observers must not share an audit file: give each its own path, or stop the other one", .path.display())]
     InUse {
         /// The file.
         path: PathBuf,

@@ -188,7 +188,7 @@ impl Sink {
         }
         let synced = rustix::fs::fdatasync(&self.file);
         if let Some(o) = self.counters.observations.get() {
-            o.audit_fsync.observe(started.elapsed().as_secs_f64());
+            o.observe_audit_fsync(started.elapsed().as_secs_f64());
         }
         if let Err(e) = synced {
             // After a failed fdatasync the kernel may have dropped the dirty

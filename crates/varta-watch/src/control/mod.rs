@@ -45,24 +45,7 @@ pub const SHARE_WINDOW: Duration = crate::export::metrics::endpoint::SHARE_WINDO
 /// paging through a million agents sorts a few snapshots, not one per page.
 pub const PAGE_SHARE_WINDOW: Duration = Duration::from_secs(2);
 
-/// What a reload came to (`POST /v1/reload`, SIGHUP, `last_reload`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReloadOutcome {
-    /// Something changed and was applied.
-    Applied {
-        /// One line per changed setting (`threshold-ms: 5000 -> 3000`).
-        changes: Vec<String>,
-        /// Changed settings that only take effect on restart.
-        restart_needed: Vec<String>,
-    },
-    /// The file says what already runs.
-    Unchanged,
-    /// The new configuration was refused; the old one stays.
-    Failed {
-        /// Why.
-        error: String,
-    },
-}
+pub use crate::daemon::ReloadOutcome;
 
 /// The last reload and when it happened.
 #[derive(Clone, Debug)]

@@ -18,12 +18,15 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::audit::{AuditCounters, AuditLog, AuditSettings};
 use crate::clock::ObserverClock;
-use crate::config::{self, ClockSource, Config};
+use crate::config::{ClockSource, Config};
 use crate::events::{Event, EventBus, Sink};
 use crate::export::counters::{Counters, CountingSink};
 use crate::export::log::LogSink;
+#[cfg(feature = "http")]
 use crate::export::metrics::endpoint::{MetricsEndpoint, OvershootSink};
-use crate::export::metrics::{ByNameSink, MetricsSources, Observations, Stage};
+use crate::export::metrics::Observations;
+#[cfg(feature = "http")]
+use crate::export::metrics::{ByNameSink, MetricsSources, Stage};
 use crate::health::notify::SystemdEnv;
 use crate::health::{self, hw, LoopHealth, Pulse};
 use crate::identity::Registry;
@@ -32,9 +35,14 @@ use crate::policy::{Names, Policy};
 use crate::recovery::{Recovery, RecoveryStats};
 use crate::tracker::{Tracker, TrackerSettings};
 
+#[cfg(feature = "http")]
 mod control;
+#[cfg(feature = "runtime-config")]
 mod reload;
 mod watching;
+
+#[cfg(feature = "runtime-config")]
+pub use reload::ReloadOutcome;
 
 const UDS: Token = Token(0);
 const TIMER: Token = Token(1);
@@ -74,8 +82,12 @@ pub enum DaemonError {
     #[error(transparent)]
     Recovery(#[from] crate::recovery::RecoveryError),
     /// The Alertmanager push could not start.
+    #[cfg(feature = "alerting")]
     #[error(transparent)]
     Alert(#[from] crate::alert::AlertError),
+    /// The configuration asks for something this build leaves out.
+    #[error("{0}")]
+    NotBuilt(String),
     /// `--hw-watchdog` could not be set up.
     #[error(transparent)]
     HwWatchdog(#[from] hw::HwWatchdogError),
@@ -131,6 +143,42 @@ fn prepare_default_dir(socket: &Path) -> Result<(), DaemonError> {
         .map_err(os("cannot create the default socket directory"))
 }
 
+#[cfg(not(feature = "http"))]
+impl Daemon {
+    /// No control API in this build: nothing to announce.
+    fn with_listeners(self) -> Daemon {
+        self
+    }
+
+    /// Where the control API listens: nowhere, in a build without it.
+    pub fn control_path(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// A configuration naming a part this build leaves out is refused at
+/// start rather than silently run without it.
+fn refuse_unbuilt(cfg: &Config) -> Result<(), DaemonError> {
+    let mut missing: Vec<&str> = Vec::new();
+    if !cfg!(feature = "http") && cfg.metrics.is_some() {
+        missing.push("--prom-addr needs the HTTP server (feature http)");
+    }
+    if !cfg!(feature = "http") && cfg.control_socket.is_some() {
+        missing.push("--control-socket needs the HTTP server (feature http); set it to none");
+    }
+    if !cfg!(feature = "alerting") && cfg.alertmanager.is_some() {
+        missing.push("--alertmanager-url needs the Alertmanager client (feature alerting)");
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(DaemonError::NotBuilt(format!(
+            "this build leaves out what the configuration asks for: {}",
+            missing.join("; ")
+        )))
+    }
+}
+
 fn tracker_settings(cfg: &Config, own_pidns: u32) -> TrackerSettings {
     TrackerSettings {
         capacity: cfg.tracker_capacity,
@@ -162,7 +210,9 @@ pub struct Daemon {
     tracker: Tracker,
     bus: EventBus,
     /// Sinks before this index survive a reload; the rest are reopened.
+    #[cfg_attr(not(feature = "runtime-config"), allow(dead_code))]
     base_sinks: usize,
+    #[cfg_attr(not(feature = "runtime-config"), allow(dead_code))]
     sink_factory: SinkFactory,
     /// Agent identities, rules and required names.
     policy: Policy,
@@ -181,14 +231,18 @@ pub struct Daemon {
     /// Someone outside (the HTTP server) judges liveness: tick when idle.
     want_liveness: bool,
     /// The Prometheus endpoint, if configured.
+    #[cfg(feature = "http")]
     metrics: Option<MetricsEndpoint>,
     /// Loop measurements for /metrics (only when it is served).
     observations: Option<Arc<Observations>>,
     /// The stall threshold as the overshoot sink sees it (reload updates).
+    #[cfg_attr(not(feature = "runtime-config"), allow(dead_code))]
     threshold_ns: Arc<std::sync::atomic::AtomicU64>,
     /// The control API's loop side (`--control-socket`).
+    #[cfg(feature = "http")]
     control: Option<crate::control::ControlLoop>,
     /// The HTTP server when only the control socket is served.
+    #[cfg(feature = "http")]
     http: Option<crate::http::HttpServer>,
 }
 
@@ -213,12 +267,16 @@ impl Daemon {
         // not the default action.
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
             .map_err(os("cannot install signal handlers"))?;
+        refuse_unbuilt(&config)?;
         let audit_counters = Arc::new(AuditCounters::default());
         // Measurements for /metrics, only taken when it is served.
+        #[cfg(feature = "http")]
         let observations = config
             .metrics
             .as_ref()
             .map(|_| Arc::new(Observations::new()));
+        #[cfg(not(feature = "http"))]
+        let observations: Option<Arc<Observations>> = None;
         if let Some(o) = &observations {
             let _ = audit_counters.observations.set(o.clone());
         }
@@ -249,6 +307,7 @@ impl Daemon {
             allow_cross_namespace: config.allow_cross_namespace_agents,
         });
         let mut tracker = Tracker::new(tracker_settings(&config, listener.own_pidns()));
+        #[cfg(feature = "http")]
         if let Some(m) = &config.metrics {
             // Per-agent series exist for at most this many agents; only
             // those keep beat/stall tallies.
@@ -279,6 +338,7 @@ impl Daemon {
         )
         .map_err(os("cannot start the identity thread"))?;
         policy.setup(&mut tracker);
+        #[cfg(feature = "http")]
         if let Some(o) = &observations {
             let _ = o.identity.set(policy.stats());
         }
@@ -304,15 +364,19 @@ impl Daemon {
         } else {
             None
         };
+        #[cfg(feature = "alerting")]
         if let Some(a) = &config.alertmanager {
             // Before base_sinks: a reload never reopens it (restart-only).
             let sink = crate::alert::start(a, names.clone())?;
+            #[cfg(feature = "http")]
             if let Some(o) = &observations {
                 let _ = o.alerts.set(sink.stats());
             }
             bus.add(Box::new(sink));
         }
+        #[cfg(feature = "http")]
         let mut by_name = None;
+        #[cfg(feature = "http")]
         if let Some(o) = &observations {
             bus.add(Box::new(OvershootSink::new(
                 o.clone(),
@@ -322,6 +386,7 @@ impl Daemon {
             by_name = Some(sink.shared());
             bus.add(Box::new(sink));
         }
+        #[cfg(feature = "http")]
         let prepared = control::prepare(
             &config,
             waker.clone().expect("created above"),
@@ -365,10 +430,12 @@ impl Daemon {
             .shutdown_after
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let health = Arc::new(LoopHealth::new(&clock, config.clock_source));
+        #[cfg(feature = "http")]
         let (control, mut api) = match prepared {
             Some(p) => (Some(p.control), Some((p.api, p.listener))),
             None => (None, None),
         };
+        #[cfg(feature = "http")]
         let metrics = match (&config.metrics, waker, &observations) {
             (Some(m), Some(waker), Some(observations)) => Some(
                 MetricsEndpoint::start(
@@ -386,7 +453,9 @@ impl Daemon {
                         granted_rcvbuf: listener.granted_rcvbuf(),
                         per_agent_limit: m.per_agent_limit,
                         udp_sender_capacity: match &config.udp {
-                            Some(u) if matches!(u.security, config::UdpSecurity::Secure(_)) => {
+                            Some(u)
+                                if matches!(u.security, crate::config::UdpSecurity::Secure(_)) =>
+                            {
                                 u.sender_capacity
                             }
                             _ => 0,
@@ -400,7 +469,9 @@ impl Daemon {
             ),
             _ => None,
         };
+        #[cfg(feature = "http")]
         let http = api.map(control::serve_alone).transpose()?;
+        #[cfg(feature = "http")]
         if let (Some(c), Some(o)) = (&control, &observations) {
             let _ = o.control.set(c.shared().stats.clone());
         }
@@ -431,11 +502,17 @@ impl Daemon {
             pulse,
             systemd: SystemdEnv::default(),
             // /-/healthy judges the loop by its ticks: tick when idle.
+            #[cfg(feature = "http")]
             want_liveness: metrics.is_some(),
+            #[cfg(not(feature = "http"))]
+            want_liveness: false,
+            #[cfg(feature = "http")]
             metrics,
             observations,
             threshold_ns,
+            #[cfg(feature = "http")]
             control,
+            #[cfg(feature = "http")]
             http,
         }
         .with_listeners())
@@ -504,6 +581,9 @@ impl Daemon {
 
     /// Runs until SIGINT/SIGTERM or `--shutdown-after-secs`; flushes sinks
     /// and removes the socket on the way out.
+    // Stage timings feed /metrics alone: without the HTTP server they are
+    // taken (as None) and never read.
+    #[cfg_attr(not(feature = "http"), allow(unused_variables, unused_assignments))]
     pub fn run(&mut self) -> Result<(), DaemonError> {
         let mut events = Events::with_capacity(16);
         let mut more = false;
@@ -543,7 +623,9 @@ impl Daemon {
                     WAKE => {
                         self.policy.on_wake(now, &mut self.tracker, &mut self.bus);
                         self.emit_recovery_reports(now);
+                        #[cfg(feature = "http")]
                         self.serve_snapshot(now);
+                        #[cfg(feature = "http")]
                         self.serve_control(now);
                     }
                     _ => {}
@@ -555,6 +637,7 @@ impl Daemon {
                     .listener
                     .drain(now, DRAIN_BUDGET, &mut self.tracker, &mut self.bus);
                 more = d.more;
+                #[cfg(feature = "http")]
                 if let (Some(o), true) = (&self.observations, d.datagrams > 0) {
                     o.ingest_batch.observe(f64::from(d.datagrams));
                 }
@@ -569,6 +652,7 @@ impl Daemon {
             if let (true, Some(udp)) = (readable_udp, &mut self.udp) {
                 let d = udp.drain(now, DRAIN_BUDGET, &mut self.tracker, &mut self.bus);
                 more_udp = d.more;
+                #[cfg(feature = "http")]
                 if let (Some(o), true) = (&self.observations, d.datagrams > 0) {
                     o.ingest_batch.observe(f64::from(d.datagrams));
                 }
@@ -581,8 +665,10 @@ impl Daemon {
             self.policy.tick(now, &mut self.bus);
             let expired_at = clock(timed);
             self.bus.end_of_batch(now);
+            #[cfg(feature = "http")]
             self.maintain_control();
             self.pulse.on_iteration(now, &self.tracker);
+            #[cfg(feature = "http")]
             if let (Some(o), Some(waiting), Some(woke), Some(expire_start), Some(expired_at)) =
                 (&self.observations, waiting, woke, expire_start, expired_at)
             {
@@ -640,13 +726,16 @@ impl Daemon {
         }
         self.bus.shutdown();
         self.listener.unlink_if_ours();
-        if let Some(m) = self.metrics.take() {
-            m.server.stop();
+        #[cfg(feature = "http")]
+        {
+            if let Some(m) = self.metrics.take() {
+                m.server.stop();
+            }
+            if let Some(h) = self.http.take() {
+                h.stop();
+            }
+            self.control = None;
         }
-        if let Some(h) = self.http.take() {
-            h.stop();
-        }
-        self.control = None;
         let totals: Vec<String> = self
             .counters
             .snapshot()
@@ -664,10 +753,14 @@ impl Daemon {
     /// The address `/metrics` is served on, if any (the real port when 0
     /// was asked for).
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
-        self.metrics.as_ref().map(|m| m.server.local_addr())
+        #[cfg(feature = "http")]
+        return self.metrics.as_ref().map(|m| m.server.local_addr());
+        #[cfg(not(feature = "http"))]
+        None
     }
 
     /// A scrape is waiting: copy what it needs out of the tracker.
+    #[cfg(feature = "http")]
     fn serve_snapshot(&mut self, now: u64) {
         if let Some(m) = &self.metrics {
             if m.bridge.take_wanted() {
@@ -756,13 +849,19 @@ impl Daemon {
         }
     }
 
+    #[cfg_attr(not(feature = "runtime-config"), allow(unused_variables))]
     fn handle_signals(&mut self, now: u64) -> bool {
         let mut stop = false;
         let pending: Vec<i32> = self.signals.pending().collect();
         for sig in pending {
             match sig {
                 SIGHUP => {
+                    #[cfg(feature = "runtime-config")]
                     self.reload(now);
+                    #[cfg(not(feature = "runtime-config"))]
+                    tracing::info!(
+                        "SIGHUP: the configuration is compiled into this build; nothing to reload"
+                    );
                 }
                 _ => {
                     tracing::info!(signal = sig, "shutting down");

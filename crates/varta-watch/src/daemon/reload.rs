@@ -3,8 +3,26 @@
 
 use super::{tracker_settings, Daemon};
 use crate::config::{self, Config};
-use crate::control::ReloadOutcome;
 use crate::ingest::UdsPolicy;
+
+/// What a reload came to (`POST /v1/reload`, SIGHUP, `last_reload`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// Something changed and was applied.
+    Applied {
+        /// One line per changed setting (`threshold-ms: 5000 -> 3000`).
+        changes: Vec<String>,
+        /// Changed settings that only take effect on restart.
+        restart_needed: Vec<String>,
+    },
+    /// The file says what already runs.
+    Unchanged,
+    /// The new configuration was refused; the old one stays.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
 
 impl Daemon {
     /// SIGHUP or `POST /v1/reload`: re-read the config file and re-apply
@@ -12,6 +30,7 @@ impl Daemon {
     /// the outcome is what the control API shows as `last_reload`.
     pub(super) fn reload(&mut self, now: u64) -> ReloadOutcome {
         let outcome = self.apply_reload(now);
+        #[cfg(feature = "http")]
         if let Some(c) = &self.control {
             c.note_reload(&outcome, &self.config);
         }

@@ -6,7 +6,36 @@ pub mod file;
 pub(crate) mod format;
 mod limit;
 pub mod log;
+#[cfg(feature = "http")]
 pub mod metrics;
+
+/// Without the HTTP server nothing renders measurements, so nothing takes
+/// them: this uninhabited stand-in keeps the `Option<Arc<Observations>>`
+/// of recovery and audit typed (always `None`), and its methods are
+/// statically unreachable.
+#[cfg(not(feature = "http"))]
+pub mod metrics {
+    /// Loop, recovery and audit measurements (none without `http`).
+    #[derive(Debug)]
+    pub enum Observations {}
+
+    impl Observations {
+        /// See the `http` build's `Observations`.
+        pub fn record_recovery_duration(&self, _ns: u64) {
+            match *self {}
+        }
+
+        /// See the `http` build's `Observations`.
+        pub fn record_recovery_table_reclaim(&self) {
+            match *self {}
+        }
+
+        /// See the `http` build's `Observations`.
+        pub fn observe_audit_fsync(&self, _secs: f64) {
+            match *self {}
+        }
+    }
+}
 
 use crate::config::Config;
 use crate::events::Sink;

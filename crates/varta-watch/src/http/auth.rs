@@ -2,7 +2,7 @@
 //! characters, compared in constant time.
 
 use subtle::ConstantTimeEq;
-use varta_audit::secret_file::{decode_hex_32, strip_line_end};
+use varta_audit::secret_file::decode_hex_32;
 use zeroize::Zeroizing;
 
 /// The token the server accepts.
@@ -19,15 +19,12 @@ impl Token {
     /// Parses a token file's content: 64 hex characters, either case, with
     /// an optional trailing newline.
     pub fn from_file_text(text: &[u8]) -> Result<Token, String> {
-        let t = strip_line_end(text);
-        decode_hex_32(t)
-            .map(|b| Token(Zeroizing::new(b)))
-            .ok_or_else(|| {
-                format!(
-                    "expected exactly 64 hex characters (32 bytes), found {} bytes; generate one with `openssl rand -hex 32`",
-                    t.len()
-                )
-            })
+        varta_config::parse_token(text).map(Token)
+    }
+
+    /// A token already parsed (by [`varta_config::read_token_file`]).
+    pub fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Token {
+        Token(bytes)
     }
 
     /// Whether an `Authorization` header value carries this token:

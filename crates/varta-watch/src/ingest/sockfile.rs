@@ -46,6 +46,7 @@ pub(crate) enum Kind {
     /// The beat socket.
     Datagram,
     /// The control socket.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     Stream,
 }
 

@@ -235,6 +235,11 @@ impl Observations {
         }
     }
 
+    /// The audit writer timed one `fdatasync` (`varta_audit_fsync_seconds`).
+    pub fn observe_audit_fsync(&self, secs: f64) {
+        self.audit_fsync.observe(secs);
+    }
+
     /// The histogram of one loop stage.
     pub fn stage(&self, stage: Stage) -> &Histogram {
         &self.stages[stage as usize]

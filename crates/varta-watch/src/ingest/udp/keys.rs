@@ -3,8 +3,6 @@
 //! the secret-file rules, zeroized when dropped (`varta_vlp::secure::Key`),
 //! never cloned, logged or shown by `Debug`.
 
-use std::path::Path;
-
 use varta_vlp as secure;
 use varta_vlp::FRAME_LEN;
 use varta_vlp::{AuthError, Key, MASTER_LEN, SHARED_LEN};
@@ -45,49 +43,11 @@ pub enum MasterOpen {
     },
 }
 
-fn read(path: &Path, option: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    varta_audit::secret_file::read_secret_file(path).map_err(|e| format!("--{option} {e}"))
-}
-
-fn text<'a>(bytes: &'a [u8], path: &Path, option: &str) -> Result<&'a str, String> {
-    std::str::from_utf8(bytes).map_err(|_| {
-        format!(
-            "--{option} {}: is not text; it must hold 64 hex characters per key (create one with `varta keygen FILE`)",
-            path.display()
-        )
-    })
-}
-
 impl KeySet {
     /// Reads every configured key file. Errors name the option, the file
     /// and, for a malformed key, the line and column — never key material.
     pub fn load(files: &KeyFiles) -> Result<KeySet, String> {
-        let mut shared = Vec::new();
-        if let Some(p) = &files.key_file {
-            let bytes = read(p, "key-file")?;
-            let key = secure::parse_key_file(text(&bytes, p, "key-file")?)
-                .map_err(|e| format!("--key-file {}: {e}", p.display()))?;
-            shared.push(key);
-        }
-        for p in &files.accepted {
-            let bytes = read(p, "accepted-key-file")?;
-            let keys = secure::parse_key_list(text(&bytes, p, "accepted-key-file")?)
-                .map_err(|e| format!("--accepted-key-file {}: {e}", p.display()))?;
-            shared.extend(keys);
-        }
-        let master = match &files.master {
-            Some(p) => {
-                let bytes = read(p, "master-key-file")?;
-                Some(
-                    secure::parse_key_file(text(&bytes, p, "master-key-file")?)
-                        .map_err(|e| format!("--master-key-file {}: {e}", p.display()))?,
-                )
-            }
-            None => None,
-        };
-        if shared.is_empty() && master.is_none() {
-            return Err("no secure-UDP key configured".into());
-        }
+        let (shared, master) = varta_config::keys::read_keys(files)?;
         Ok(KeySet { shared, master })
     }
 

@@ -7,19 +7,26 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+#[cfg(feature = "load")]
 use clap::Args;
 
+#[cfg(feature = "load")]
 use super::error::ConfigError;
+#[cfg(feature = "load")]
 use super::settings::{Origin, Partial};
+#[cfg(feature = "load")]
 use super::types::Config;
 
+#[cfg(feature = "load")]
 /// `--help` heading of this section.
 pub(crate) const H_METRICS: &str = "Prometheus endpoint";
 /// Default `--per-agent-metrics-limit`.
 pub const DEFAULT_PER_AGENT_METRICS_LIMIT: u32 = 10_000;
+#[cfg(feature = "load")]
 /// Largest `--per-agent-metrics-limit`.
 pub(crate) const MAX_PER_AGENT_METRICS_LIMIT: u64 = 1_000_000;
 
+#[cfg(feature = "load")]
 /// The section's flags (flattened into the command line).
 #[derive(Args, Debug, Default)]
 pub(crate) struct MetricsFlags {
@@ -68,6 +75,7 @@ pub struct MetricsConfig {
     pub per_agent_limit: u32,
 }
 
+#[cfg(feature = "load")]
 /// The section from merged settings (validated already). `origin` names
 /// where a setting came from in errors.
 pub(super) fn build<'a>(
@@ -116,7 +124,7 @@ pub(super) fn build<'a>(
     };
     // Checked now so a bad token file is a configuration error (exit 2)
     // naming the fix; the daemon reads it again when it starts serving.
-    read_token(&token_file)?;
+    read_token_file(&token_file)?;
     if !addr.ip().is_loopback() {
         warnings.push(format!(
             "{} = {addr} listens beyond this host: /metrics is token-protected and rate-limited, but put a firewall or TLS proxy in front of it",
@@ -134,15 +142,33 @@ pub(super) fn build<'a>(
     }))
 }
 
+/// Parses a `--prom-token-file`'s content: 64 hex characters, either
+/// case, with an optional trailing newline. The HTTP server's token check
+/// and validation both use it, so a file that loads is a file that serves.
+pub fn parse_token(text: &[u8]) -> Result<zeroize::Zeroizing<[u8; 32]>, String> {
+    use varta_audit::secret_file::{decode_hex_32, strip_line_end};
+    let t = strip_line_end(text);
+    decode_hex_32(t).map(zeroize::Zeroizing::new).ok_or_else(|| {
+        format!(
+            "expected exactly 64 hex characters (32 bytes), found {} bytes; generate one with `openssl rand -hex 32`",
+            t.len()
+        )
+    })
+}
+
+#[cfg(feature = "load")]
 /// Reads `--prom-token-file` under the secret-file rules.
-pub fn read_token(path: &std::path::Path) -> Result<crate::http::Token, ConfigError> {
+pub fn read_token_file(
+    path: &std::path::Path,
+) -> Result<zeroize::Zeroizing<[u8; 32]>, ConfigError> {
     let bytes = varta_audit::secret_file::read_secret_file(path)
         .map_err(|e| ConfigError::Invalid(format!("--prom-token-file {}: {e}", path.display())))?;
-    crate::http::Token::from_file_text(&bytes).map_err(|reason| {
+    parse_token(&bytes).map_err(|reason| {
         ConfigError::Invalid(format!("--prom-token-file {}: {reason}", path.display()))
     })
 }
 
+#[cfg(feature = "load")]
 /// Appends reload-diff lines for this section.
 pub(super) fn diff(old: &Config, new: &Config, out: &mut Vec<String>) {
     let describe = |m: &Option<MetricsConfig>| match m {

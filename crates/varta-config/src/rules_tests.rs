@@ -118,10 +118,7 @@ startup-grace-ms = 0
         Some("nginx.service")
     );
     assert_eq!(a.matcher.uid, Some(vec![0, 33]));
-    assert_eq!(
-        a.matcher.origin,
-        Some(crate::events::Origin::KernelAttested)
-    );
+    assert_eq!(a.matcher.origin, Some(crate::AgentOrigin::KernelAttested));
     assert_eq!(a.name_template.as_deref(), Some("{unit}"));
     assert_eq!(a.threshold, Some(Duration::from_millis(2000)));
     assert_eq!(a.startup_grace, Some(Duration::from_secs(10)));

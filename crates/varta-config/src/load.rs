@@ -171,8 +171,8 @@ fn build(
     if let (Some(r), Some(u)) = (&mut recovery, &udp) {
         if u.recovery_opt_in {
             r.trusted_network_origin = Some(match u.security {
-                super::udp::UdpSecurity::Plaintext => crate::events::Origin::NetworkUnverified,
-                super::udp::UdpSecurity::Secure(_) => crate::events::Origin::NetworkVerified,
+                super::udp::UdpSecurity::Plaintext => crate::AgentOrigin::NetworkUnverified,
+                super::udp::UdpSecurity::Secure(_) => crate::AgentOrigin::NetworkVerified,
             });
         }
     }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use globset::{GlobBuilder, GlobMatcher};
 
 use super::rules::quoted;
-use crate::events::Origin as AgentOrigin;
+use crate::AgentOrigin;
 
 /// Characters that make a `match` string a glob rather than a literal.
 pub(super) const GLOB_META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];

@@ -26,17 +26,24 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+#[cfg(feature = "load")]
 use std::path::Path;
 use std::time::Duration;
 
+#[cfg(feature = "load")]
 use serde::de::DeserializeOwned;
+#[cfg(feature = "load")]
 use serde::Deserialize;
 
+#[cfg(feature = "load")]
 use super::error::ConfigError;
+#[cfg(feature = "load")]
 use super::settings::{self, Origin, MAX_RECOVERY_ATTEMPTS, MAX_RECOVERY_WINDOW_MS};
+#[cfg(feature = "load")]
 use super::settings::{parse_command, MAX_THRESHOLD_MS};
+#[cfg(feature = "load")]
 use super::types::MIN_THRESHOLD_MS;
-use crate::events::Origin as AgentOrigin;
+use crate::AgentOrigin;
 
 pub use super::matcher::{AgentFacts, Cidr, Matcher, Pattern};
 
@@ -46,12 +53,14 @@ pub use super::matcher::{AgentFacts, Cidr, Matcher, Pattern};
 /// is not known yet.
 pub const MAX_TIMEOUT_CLASSES: usize = 31;
 
+#[cfg(feature = "load")]
 /// Largest `startup-grace-ms` (24 h, like the largest threshold).
 pub const MAX_STARTUP_GRACE_MS: u64 = MAX_THRESHOLD_MS;
 
 /// The placeholders a `name` template may use, without braces.
 pub const NAME_PLACEHOLDERS: &[&str] = &["unit", "comm", "container", "exe", "uid", "pid"];
 
+#[cfg(feature = "load")]
 /// Keys of one `[[agent]]` table (canonical, kebab-case).
 const RULE_KEYS: &[&str] = &[
     "match",
@@ -65,6 +74,7 @@ const RULE_KEYS: &[&str] = &[
     "required",
 ];
 
+#[cfg(feature = "load")]
 /// Keys of a rule's `match` table.
 const MATCH_KEYS: &[&str] = &[
     "name",
@@ -248,10 +258,20 @@ fn label(index: usize) -> String {
     format!("[[agent]] #{}", index.saturating_add(1))
 }
 
+/// `s` as a TOML string, as the operator would write it in the file.
+#[cfg(feature = "load")]
 pub(super) fn quoted(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// Without the TOML writer (the baked profile, whose rules are always
+/// empty), a Rust-escaped string: still one line, still quoted.
+#[cfg(not(feature = "load"))]
+pub(super) fn quoted(s: &str) -> String {
+    format!("{s:?}")
+}
+
+#[cfg(feature = "load")]
 /// The rule as written, before validation; keys are canonical (kebab-case)
 /// by the time it is deserialized.
 #[derive(Debug, Default, Deserialize)]
@@ -269,6 +289,7 @@ struct RawRule {
     required: Option<bool>,
 }
 
+#[cfg(feature = "load")]
 /// A rule's `match` table as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -284,6 +305,7 @@ struct RawMatch {
     peer: Option<String>,
 }
 
+#[cfg(feature = "load")]
 /// Parses the value of the top-level `agent` key (`[[agent]]` tables) of
 /// the file at `path`. Errors name the file, the rule and the key.
 pub(crate) fn parse(path: &Path, value: toml::Value) -> Result<Rules, ConfigError> {
@@ -322,6 +344,7 @@ pub(crate) fn parse(path: &Path, value: toml::Value) -> Result<Rules, ConfigErro
     Ok(rules)
 }
 
+#[cfg(feature = "load")]
 /// A short TOML rendering of a value for a message.
 fn short(value: &toml::Value) -> String {
     let text = value.to_string();
@@ -332,6 +355,7 @@ fn short(value: &toml::Value) -> String {
     }
 }
 
+#[cfg(feature = "load")]
 /// `table` with every key in its canonical kebab-case spelling; an unknown
 /// key or one given in both spellings is the error. `what` follows the key
 /// in the message (`" in match"`).
@@ -355,6 +379,7 @@ fn canonical(table: toml::Table, known: &[&str], what: &str) -> Result<toml::Tab
     Ok(out)
 }
 
+#[cfg(feature = "load")]
 /// Deserializes `table`; on a type error each key is retried alone so the
 /// message can name it (`prefix` goes before the key, e.g. `match.`).
 fn deserialize<T: DeserializeOwned>(table: &toml::Table, prefix: &str) -> Result<T, String> {
@@ -370,6 +395,7 @@ fn deserialize<T: DeserializeOwned>(table: &toml::Table, prefix: &str) -> Result
     })
 }
 
+#[cfg(feature = "load")]
 fn parse_rule(path: &Path, index: usize, table: toml::Table) -> Result<Rule, ConfigError> {
     let at = label(index);
     let err = |message: String| ConfigError::File {
@@ -465,6 +491,7 @@ fn parse_rule(path: &Path, index: usize, table: toml::Table) -> Result<Rule, Con
     Ok(rule)
 }
 
+#[cfg(feature = "load")]
 /// Two required rules for one name would raise `missing` twice.
 fn check_required(rules: &Rules) -> Result<(), String> {
     let mut seen: Vec<(&str, usize)> = Vec::new();
@@ -485,6 +512,7 @@ fn check_required(rules: &Rules) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg(feature = "load")]
 /// `match.uid`: an integer or a non-empty list of integers, each a uid.
 fn parse_uids(value: &toml::Value) -> Result<Vec<u32>, String> {
     let one = |v: &toml::Value| {
@@ -512,6 +540,7 @@ fn parse_uids(value: &toml::Value) -> Result<Vec<u32>, String> {
     }
 }
 
+#[cfg(feature = "load")]
 /// `match.origin`: one of the three origin labels.
 fn parse_origin(s: &str) -> Result<AgentOrigin, String> {
     [
@@ -524,6 +553,7 @@ fn parse_origin(s: &str) -> Result<AgentOrigin, String> {
     .ok_or_else(|| "expected one of: kernel_attested, network_unverified, network_verified".into())
 }
 
+#[cfg(feature = "load")]
 /// Validates a `name` template: literal text and `{placeholder}`s from
 /// [`NAME_PLACEHOLDERS`]; no other brace, no control character, not empty.
 ///
@@ -574,6 +604,7 @@ pub fn parse_name_template(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+#[cfg(feature = "load")]
 /// Load-time checks that need the rest of the configuration: the timeout
 /// classes (an error), and warnings for rules that cannot work as written.
 pub(super) fn check(
@@ -660,6 +691,7 @@ pub(super) fn check(
     Ok(())
 }
 
+#[cfg(feature = "load")]
 /// Appends reload-diff lines: a summary (`agent rules: 2 -> 3 rules
 /// (changed: #3)`) and one `old -> new` line per changed rule.
 pub(super) fn diff(old: &Rules, new: &Rules, out: &mut Vec<String>) {

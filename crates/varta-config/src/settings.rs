@@ -628,7 +628,7 @@ pub(crate) fn parse_command(s: &str) -> Result<String, String> {
             "must name a program to run, e.g. \"/usr/bin/systemctl restart app@{pid}\"".into(),
         );
     }
-    crate::recovery::command::check_placeholders(s)?;
+    crate::placeholders::check_placeholders(s)?;
     Ok(s.to_string())
 }
 

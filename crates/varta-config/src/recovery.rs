@@ -246,7 +246,7 @@ pub(super) fn program_warning(template: &str, inherit_env: bool) -> Option<Strin
         let path = if inherit_env {
             std::env::var("PATH").unwrap_or_default()
         } else {
-            crate::recovery::command::CHILD_PATH.to_string()
+            crate::placeholders::CHILD_PATH.to_string()
         };
         path.split(':')
             .filter(|d| !d.is_empty())

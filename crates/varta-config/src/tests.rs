@@ -698,7 +698,7 @@ fn every_original_flag_parses() {
     assert!(matches!(udp.security, UdpSecurity::Secure(_)));
     assert_eq!(
         config.recovery.and_then(|r| r.trusted_network_origin),
-        Some(crate::events::Origin::NetworkVerified)
+        Some(crate::AgentOrigin::NetworkVerified)
     );
 }
 

@@ -7,16 +7,22 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[cfg(feature = "load")]
 use clap::Args;
 
+#[cfg(feature = "load")]
 use super::settings::Partial;
+#[cfg(feature = "load")]
 use super::types::Config;
 
+#[cfg(feature = "load")]
 /// `--help` heading of this section.
 pub(crate) const H_WATCHDOG: &str = "Watchdogs & systemd";
+#[cfg(feature = "load")]
 /// Largest `--self-watchdog-secs` (1 h): beyond that nobody is watching.
 pub(crate) const MAX_SELF_WATCHDOG_SECS: u64 = 3600;
 
+#[cfg(feature = "load")]
 /// The section's flags (flattened into the command line).
 #[derive(Args, Debug, Default)]
 pub(crate) struct WatchdogFlags {
@@ -54,6 +60,7 @@ pub struct WatchdogConfig {
     pub hw_watchdog: Option<PathBuf>,
 }
 
+#[cfg(feature = "load")]
 /// The section from merged settings (validated already).
 pub(super) fn build(merged: &Partial) -> WatchdogConfig {
     WatchdogConfig {
@@ -63,6 +70,7 @@ pub(super) fn build(merged: &Partial) -> WatchdogConfig {
     }
 }
 
+#[cfg(feature = "load")]
 /// Appends reload-diff lines for this section.
 pub(super) fn diff(old: &Config, new: &Config, out: &mut Vec<String>) {
     let (a, b) = (&old.watchdog, &new.watchdog);

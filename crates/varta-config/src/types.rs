@@ -106,7 +106,7 @@ pub struct RecoveryConfig {
     /// The network origin whose agents may be recovered too: set when the
     /// UDP listener's `--…-i-accept-recovery-on-unauthenticated-transport`
     /// opt-in is given; otherwise only kernel-attested agents are.
-    pub trusted_network_origin: Option<crate::events::Origin>,
+    pub trusted_network_origin: Option<crate::AgentOrigin>,
     /// The recovery part of every `[[agent]]` rule, by rule index (empty
     /// without rules).
     pub rules: Vec<RuleRecovery>,

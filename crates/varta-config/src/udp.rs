@@ -7,24 +7,33 @@
 //! acknowledgement flags, so a UDP flag can never be silently ignored by a
 //! build that lacks it.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
+#[cfg(feature = "load")]
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
+#[cfg(feature = "load")]
 use clap::{ArgAction, Args};
 
+#[cfg(feature = "load")]
 use super::error::ConfigError;
+#[cfg(feature = "load")]
 use super::settings::{Origin, Partial};
+#[cfg(feature = "load")]
 use super::types::Config;
 
+#[cfg(feature = "load")]
 /// `--help` heading of this section.
 pub(crate) const H_UDP: &str = "UDP listener (network agents)";
 /// Default `--udp-sender-capacity`.
 pub const DEFAULT_UDP_SENDER_CAPACITY: u32 = 65_536;
+#[cfg(feature = "load")]
 /// Largest `--udp-sender-capacity` (64 B per sender: 256 MiB).
 pub(crate) const MAX_UDP_SENDER_CAPACITY: u64 = 4_194_304;
 /// Default `--udp-rcvbuf-bytes`.
 pub const DEFAULT_UDP_RCVBUF_BYTES: usize = 4 * 1024 * 1024;
 
+#[cfg(feature = "load")]
 /// The section's flags (flattened into the command line).
 #[derive(Args, Debug, Default)]
 pub(crate) struct UdpFlags {
@@ -153,9 +162,12 @@ impl UdpConfig {
     }
 }
 
+#[cfg(feature = "load")]
 const PLAINTEXT_RECOVERY: &str = "plaintext-udp-i-accept-recovery-on-unauthenticated-transport";
+#[cfg(feature = "load")]
 const SECURE_RECOVERY: &str = "secure-udp-i-accept-recovery-on-unauthenticated-transport";
 
+#[cfg(feature = "load")]
 /// The section from merged settings (validated already). `has_recovery`:
 /// a recovery command is configured. Key files are read once here, so a
 /// bad one is a configuration error (exit 2) naming the file.
@@ -240,7 +252,7 @@ pub(super) fn build<'a>(
     let (security, bind, opt_in) = if keys.any() {
         // Read every key file now: a typo must stop the start, not surface
         // as decrypt failures once agents beat.
-        crate::ingest::udp::KeySet::load(&keys).map_err(ConfigError::Invalid)?;
+        crate::keys::read_keys(&keys).map_err(ConfigError::Invalid)?;
         let bind = merged
             .udp_bind_addr
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -346,6 +358,7 @@ pub(super) fn build<'a>(
     }))
 }
 
+#[cfg(feature = "load")]
 /// Appends reload-diff lines for this section. Key files are re-read on
 /// every reload whether or not their paths changed; the listener says what
 /// the new key set is.

@@ -4,25 +4,35 @@
 //! Restart-only: the alert thread and its targets are set up once at start,
 //! and a reload that changes them says so (docs/alerting.md).
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "load")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
+#[cfg(feature = "load")]
 use clap::{ArgAction, Args};
+#[cfg(feature = "load")]
 use serde::{Deserialize, Deserializer};
 
+#[cfg(feature = "load")]
 use super::error::ConfigError;
+#[cfg(feature = "load")]
 use super::settings::{self, Origin};
+#[cfg(feature = "load")]
 use super::types::Config;
 
+#[cfg(feature = "load")]
 /// `--help` heading of this section.
 pub(crate) const H_ALERT: &str = "Alertmanager push";
 /// Default `--alertmanager-resend-ms` (Prometheus' own resend delay).
 pub const DEFAULT_ALERT_RESEND_MS: u64 = 60_000;
 /// Default `--alertmanager-timeout-ms`.
 pub const DEFAULT_ALERT_TIMEOUT_MS: u64 = 5000;
+#[cfg(feature = "load")]
 /// Most `--alertmanager-url` targets: each has its own sender thread.
 pub(crate) const MAX_ALERT_TARGETS: usize = 16;
 
+#[cfg(feature = "load")]
 /// The section's flags (flattened into the command line).
 #[derive(Args, Debug, Default)]
 pub(crate) struct AlertFlags {
@@ -63,6 +73,7 @@ pub(crate) struct AlertFlags {
     pub alertmanager_basic_auth_file: Option<PathBuf>,
 }
 
+#[cfg(feature = "load")]
 /// The flags' values as the config file also gives them (keys are the flag
 /// names), before validation.
 #[derive(Debug, Default)]
@@ -75,6 +86,7 @@ pub(crate) struct AlertRaw {
     pub basic_auth_file: Option<PathBuf>,
 }
 
+#[cfg(feature = "load")]
 impl AlertRaw {
     /// Moves this section's keys out of the file's (or flags') settings.
     pub(crate) fn take(raw: &mut settings::RawSettings) -> AlertRaw {
@@ -89,6 +101,7 @@ impl AlertRaw {
     }
 }
 
+#[cfg(feature = "load")]
 impl AlertFlags {
     /// The flags as raw settings ("not given" stays `None`).
     pub(crate) fn into_raw(self) -> AlertRaw {
@@ -103,6 +116,7 @@ impl AlertFlags {
     }
 }
 
+#[cfg(feature = "load")]
 /// `alertmanager-url` in the config file: one string or a list of them.
 pub(crate) fn one_or_many<'de, D: Deserializer<'de>>(
     d: D,
@@ -119,6 +133,7 @@ pub(crate) fn one_or_many<'de, D: Deserializer<'de>>(
     }))
 }
 
+#[cfg(feature = "load")]
 /// Validated settings from one source.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct AlertPartial {
@@ -130,6 +145,7 @@ pub(crate) struct AlertPartial {
     pub basic_auth_file: Option<PathBuf>,
 }
 
+#[cfg(feature = "load")]
 impl AlertPartial {
     /// Field by field, `self` where given, else `lower`.
     pub(crate) fn or(self, lower: AlertPartial) -> AlertPartial {
@@ -144,6 +160,7 @@ impl AlertPartial {
     }
 }
 
+#[cfg(feature = "load")]
 /// Checks every given value of one source.
 pub(crate) fn validate(o: Origin<'_>, raw: AlertRaw) -> Result<AlertPartial, ConfigError> {
     let urls = match raw.urls {
@@ -178,16 +195,18 @@ pub(crate) fn validate(o: Origin<'_>, raw: AlertRaw) -> Result<AlertPartial, Con
     })
 }
 
+#[cfg(feature = "load")]
 /// An error about `key` = `value`, worded like every other setting's.
 fn invalid(o: Origin<'_>, key: &str, value: &str, reason: &str) -> ConfigError {
     o.invalid(key, settings::Shown::Text(value), reason)
 }
 
+#[cfg(feature = "load")]
 /// An Alertmanager base URL: http or https, a host, no credentials (they
 /// would sit in the process list; use the auth files), no query or
 /// fragment. Returned without a trailing `/`.
 pub(crate) fn parse_url(s: &str) -> Result<String, String> {
-    let uri: ureq::http::Uri = s.parse().map_err(|e| {
+    let uri: http::Uri = s.parse().map_err(|e| {
         format!("not a URL ({e}); expected e.g. http://127.0.0.1:9093 or https://am.example.org")
     })?;
     match uri.scheme_str() {
@@ -213,6 +232,7 @@ pub(crate) fn parse_url(s: &str) -> Result<String, String> {
     Ok(s.trim_end_matches('/').to_string())
 }
 
+#[cfg(feature = "load")]
 fn parse_instance(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         return Err("must not be empty".into());
@@ -249,6 +269,7 @@ pub struct AlertmanagerConfig {
     pub auth: AlertAuth,
 }
 
+#[cfg(feature = "load")]
 /// This host's name, for the default `instance` label.
 fn hostname() -> Option<String> {
     let text = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
@@ -256,6 +277,7 @@ fn hostname() -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+#[cfg(feature = "load")]
 /// The section from merged settings.
 pub(super) fn build<'a>(
     merged: &AlertPartial,
@@ -363,6 +385,7 @@ pub(super) fn build<'a>(
     }))
 }
 
+#[cfg(feature = "load")]
 /// The `Authorization` header value for `auth` (None: no header), read
 /// under the secret-file rules. The value is wiped from memory on drop.
 pub fn read_auth(auth: &AlertAuth) -> Result<Option<zeroize::Zeroizing<String>>, ConfigError> {
@@ -410,6 +433,7 @@ pub fn read_auth(auth: &AlertAuth) -> Result<Option<zeroize::Zeroizing<String>>,
     }
 }
 
+#[cfg(feature = "load")]
 /// Appends reload-diff lines for this section.
 pub(super) fn diff(old: &Config, new: &Config, out: &mut Vec<String>) {
     let describe = |a: &Option<AlertmanagerConfig>| match a {
@@ -436,6 +460,7 @@ pub(super) fn diff(old: &Config, new: &Config, out: &mut Vec<String>) {
     }
 }
 
+#[cfg(feature = "load")]
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,13 +10,13 @@ use varta_vlp::Key;
 use crate::udp::KeyFiles;
 
 fn read(path: &Path, option: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    varta_audit::secret_file::read_secret_file(path).map_err(|e| format!("--{option} {e}"))
+    varta_audit::secret_file::read_secret_file(path).map_err(|e| format!("{option} {e}"))
 }
 
 fn text<'a>(bytes: &'a [u8], path: &Path, option: &str) -> Result<&'a str, String> {
     std::str::from_utf8(bytes).map_err(|_| {
         format!(
-            "--{option} {}: is not text; it must hold 64 hex characters per key (create one with `varta keygen FILE`)",
+            "{option} {}: is not text; it must hold 64 hex characters per key (create one with `varta keygen FILE`)",
             path.display()
         )
     })
@@ -31,13 +31,13 @@ pub fn read_keys(files: &KeyFiles) -> Result<(Vec<Key>, Option<Key>), String> {
     if let Some(p) = &files.key_file {
         let bytes = read(p, "key-file")?;
         let key = varta_vlp::parse_key_file(text(&bytes, p, "key-file")?)
-            .map_err(|e| format!("--key-file {}: {e}", p.display()))?;
+            .map_err(|e| format!("key-file {}: {e}", p.display()))?;
         shared.push(key);
     }
     for p in &files.accepted {
         let bytes = read(p, "accepted-key-file")?;
         let keys = varta_vlp::parse_key_list(text(&bytes, p, "accepted-key-file")?)
-            .map_err(|e| format!("--accepted-key-file {}: {e}", p.display()))?;
+            .map_err(|e| format!("accepted-key-file {}: {e}", p.display()))?;
         shared.extend(keys);
     }
     let master = match &files.master {
@@ -45,7 +45,7 @@ pub fn read_keys(files: &KeyFiles) -> Result<(Vec<Key>, Option<Key>), String> {
             let bytes = read(p, "master-key-file")?;
             Some(
                 varta_vlp::parse_key_file(text(&bytes, p, "master-key-file")?)
-                    .map_err(|e| format!("--master-key-file {}: {e}", p.display()))?,
+                    .map_err(|e| format!("master-key-file {}: {e}", p.display()))?,
             )
         }
         None => None,

@@ -99,19 +99,19 @@ impl AuditCounters {
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// `sync_every` was 0.
-    #[error("--recovery-audit-sync-every must be at least 1")]
+    #[error("recovery-audit-sync-every must be at least 1")]
     SyncEveryZero,
     /// `queue_capacity` was 0.
     #[error("the recovery audit queue capacity must be at least 1")]
     QueueCapacityZero,
     /// The key file is unusable.
-    #[error("--recovery-audit-key-file {0}")]
+    #[error("recovery-audit-key-file {0}")]
     Key(#[source] KeyFileError),
     /// The audit file (or `PATH.1`) fails the ownership/mode/symlink rules.
-    #[error("--recovery-audit-file {0}")]
+    #[error("recovery-audit-file {0}")]
     File(#[source] SecretFileError),
     /// An I/O error on the audit file.
-    #[error("--recovery-audit-file {}: {source}", .path.display())]
+    #[error("recovery-audit-file {}: {source}", .path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -119,19 +119,19 @@ pub enum AuditError {
         source: std::io::Error,
     },
     /// The file has some other content.
-    #[error("--recovery-audit-file {}: not a varta audit file (it does not start with `# varta-watch recovery audit v2` or `v3`); point the option at a new path or move the file aside", .path.display())]
+    #[error("recovery-audit-file {}: not a varta audit file (it does not start with `# varta-watch recovery audit v2` or `v3`); point the option at a new path or move the file aside", .path.display())]
     NotAuditFile {
         /// The file.
         path: PathBuf,
     },
     /// A legacy v1 file (no seq, no chain).
-    #[error("--recovery-audit-file {}: a legacy v1 audit file (no hash chain); move it aside (e.g. `mv {} {}.v1`) to start a v2 file", .path.display(), .path.display(), .path.display())]
+    #[error("recovery-audit-file {}: a legacy v1 audit file (no hash chain); move it aside (e.g. `mv {} {}.v1`) to start a v2 file", .path.display(), .path.display(), .path.display())]
     LegacyV1 {
         /// The file.
         path: PathBuf,
     },
     /// No record to continue from in the last 64 KiB.
-    #[error("--recovery-audit-file {}: no complete record in its last 64 KiB; check it with `varta audit verify {}` and move it aside to start a new chain", .path.display(), .path.display())]
+    #[error("recovery-audit-file {}: no complete record in its last 64 KiB; check it with `varta audit verify {}` and move it aside to start a new chain", .path.display(), .path.display())]
     NoRecordInTail {
         /// The file.
         path: PathBuf,
@@ -167,13 +167,13 @@ pub enum AuditError {
         path: PathBuf,
     },
     /// A key is configured but the file has a plain SHA-256 chain.
-    #[error("--recovery-audit-file {}: the file has a plain SHA-256 chain but --recovery-audit-key-file is set; appending HMAC records would break its chain: move it aside (e.g. `mv {} {}.plain`) to start a keyed file, or drop the key file", .path.display(), .path.display(), .path.display())]
+    #[error("recovery-audit-file {}: the file has a plain SHA-256 chain but recovery-audit-key-file is set; appending HMAC records would break its chain: move it aside (e.g. `mv {} {}.plain`) to start a keyed file, or drop the key file", .path.display(), .path.display(), .path.display())]
     PlainFileWithKey {
         /// The file.
         path: PathBuf,
     },
     /// The last record's chain does not verify in the configured mode.
-    #[error("--recovery-audit-file {}: its last record (seq {seq}) does not verify with {}", .path.display(), if *.keyed { "this --recovery-audit-key-file: it was written with another key, or modified; check it with `varta audit verify --key-file KEY PATH` and move it aside to start a new chain" } else { "a plain SHA-256 chain: it was written with --recovery-audit-key-file (pass the same key), or modified (check it with `varta audit verify PATH`)" })]
+    #[error("recovery-audit-file {}: its last record (seq {seq}) does not verify with {}", .path.display(), if *.keyed { "this recovery-audit-key-file: it was written with another key, or modified; check it with `varta audit verify --key-file KEY PATH` and move it aside to start a new chain" } else { "a plain SHA-256 chain: it was written with recovery-audit-key-file (pass the same key), or modified (check it with `varta audit verify PATH`)" })]
     TailDoesNotVerify {
         /// The file (`PATH` or `PATH.1`).
         path: PathBuf,

@@ -226,7 +226,7 @@ fn hmac_chain_needs_the_key_and_mode_mismatches_are_refused() {
         matches!(e, AuditError::TailDoesNotVerify { keyed: false, .. }),
         "{e}"
     );
-    assert!(e.to_string().contains("--recovery-audit-key-file"));
+    assert!(e.to_string().contains("recovery-audit-key-file"));
     // Another key: refused too.
     let other = write_key(dir.path(), "other.key", 0x11);
     let mut s2 = settings(&path);

@@ -98,7 +98,7 @@ pub enum DaemonError {
     #[error("{0}")]
     Control(String),
     /// `--strict-namespace-check` tripped.
-    #[error("agent pid {0} is in another PID namespace and --strict-namespace-check is set; run the agent in the observer's PID namespace or use --allow-cross-namespace-agents")]
+    #[error("agent pid {0} is in another PID namespace and strict-namespace-check is set; run the agent in the observer's PID namespace or set allow-cross-namespace-agents")]
     CrossNamespace(u32),
     /// epoll, timerfd or signal setup failed.
     #[error("{what}: {source}")]
@@ -157,17 +157,19 @@ impl Daemon {
 }
 
 /// A configuration naming a part this build leaves out is refused at
-/// start rather than silently run without it.
+/// start rather than silently run without it. Settings are named without
+/// dashes: they may come from a flag, the file, or (safety profile) the
+/// configuration compiled in.
 fn refuse_unbuilt(cfg: &Config) -> Result<(), DaemonError> {
     let mut missing: Vec<&str> = Vec::new();
     if !cfg!(feature = "http") && cfg.metrics.is_some() {
-        missing.push("--prom-addr needs the HTTP server (feature http)");
+        missing.push("prom-addr needs the HTTP server (feature http)");
     }
     if !cfg!(feature = "http") && cfg.control_socket.is_some() {
-        missing.push("--control-socket needs the HTTP server (feature http); set it to none");
+        missing.push("control-socket needs the HTTP server (feature http); set it to none");
     }
     if !cfg!(feature = "alerting") && cfg.alertmanager.is_some() {
-        missing.push("--alertmanager-url needs the Alertmanager client (feature alerting)");
+        missing.push("alertmanager-url needs the Alertmanager client (feature alerting)");
     }
     if missing.is_empty() {
         Ok(())

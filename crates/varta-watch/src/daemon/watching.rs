@@ -23,7 +23,7 @@ impl Daemon {
             systemd_watchdog.map(|w| {
                 tracing::info!(
                     watchdog_usec = w.as_micros() as u64,
-                    "systemd watchdog is on; self-watchdog set to {} s (--self-watchdog-secs overrides)",
+                    "systemd watchdog is on; self-watchdog set to {} s (the self-watchdog-secs setting overrides)",
                     AUTO_SELF_WATCHDOG.as_secs()
                 );
                 AUTO_SELF_WATCHDOG

@@ -70,13 +70,13 @@ const WARN_INTERVAL: Duration = Duration::from_secs(10);
 pub enum ExportError {
     /// The path is a symbolic link (refused so that a link planted in a
     /// shared directory cannot redirect our writes).
-    #[error("export file {}: is a symlink; point --export-file at a regular file", .path.display())]
+    #[error("export file {}: is a symlink; point export-file at a regular file", .path.display())]
     Symlink {
         /// The configured path.
         path: PathBuf,
     },
     /// The path is a directory, device, FIFO or socket.
-    #[error("export file {}: is a {kind}, not a regular file; point --export-file at a regular file", .path.display())]
+    #[error("export file {}: is a {kind}, not a regular file; point export-file at a regular file", .path.display())]
     NotRegular {
         /// The configured path.
         path: PathBuf,
@@ -84,7 +84,7 @@ pub enum ExportError {
         kind: &'static str,
     },
     /// The file belongs to another user.
-    #[error("export file {}: is owned by uid {owner}, but the observer runs as uid {euid}; chown it to uid {euid} or point --export-file at another path", .path.display())]
+    #[error("export file {}: is owned by uid {owner}, but the observer runs as uid {euid}; chown it to uid {euid} or point export-file at another path", .path.display())]
     NotOwned {
         /// The configured path.
         path: PathBuf,

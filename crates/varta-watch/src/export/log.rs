@@ -175,7 +175,7 @@ fn log_recovery(pid: u32, child: u32, outcome: RecoveryOutcome, suppressed: u64)
         RecoveryOutcome::GivenUp => tracing::error!(
             pid,
             suppressed,
-            "recovery given up: restart-storm cap reached (--recovery-max-attempts within --recovery-window-ms); no more attempts until the agent beats again and the window has room"
+            "recovery given up: restart-storm cap reached (recovery-max-attempts within recovery-window-ms); no more attempts until the agent beats again and the window has room"
         ),
         RecoveryOutcome::GivenUpCleared => tracing::info!(
             pid,

@@ -73,14 +73,14 @@ pub(crate) fn check(path: &Path) -> Result<(), String> {
     };
     if !dir.is_dir() {
         return Err(format!(
-            "--heartbeat-file {}: directory {} does not exist",
+            "heartbeat-file {}: directory {} does not exist",
             path.display(),
             dir.display()
         ));
     }
     if path.is_dir() {
         return Err(format!(
-            "--heartbeat-file {}: is a directory; name a file",
+            "heartbeat-file {}: is a directory; name a file",
             path.display()
         ));
     }

@@ -62,7 +62,7 @@ pub trait WatchdogDevice: Send {
 #[derive(Debug, thiserror::Error)]
 pub enum HwWatchdogError {
     /// The path is missing or unreadable.
-    #[error("--hw-watchdog {}: {source}", path.display())]
+    #[error("hw-watchdog {}: {source}", path.display())]
     Stat {
         /// The device path.
         path: PathBuf,
@@ -70,7 +70,7 @@ pub enum HwWatchdogError {
         source: io::Error,
     },
     /// The path is not a character device.
-    #[error("--hw-watchdog {}: is {what}, not a character device; name a watchdog device such as /dev/watchdog0", path.display())]
+    #[error("hw-watchdog {}: is {what}, not a character device; name a watchdog device such as /dev/watchdog0", path.display())]
     NotCharDevice {
         /// The device path.
         path: PathBuf,
@@ -78,7 +78,7 @@ pub enum HwWatchdogError {
         what: &'static str,
     },
     /// The device could not be opened for writing.
-    #[error("--hw-watchdog {}: cannot open for writing: {source}", path.display())]
+    #[error("hw-watchdog {}: cannot open for writing: {source}", path.display())]
     Open {
         /// The device path.
         path: PathBuf,
@@ -86,7 +86,7 @@ pub enum HwWatchdogError {
         source: io::Error,
     },
     /// `WDIOC_GETSUPPORT` failed: not a watchdog.
-    #[error("--hw-watchdog {}: not a watchdog device (WDIOC_GETSUPPORT failed: {source})", path.display())]
+    #[error("hw-watchdog {}: not a watchdog device (WDIOC_GETSUPPORT failed: {source})", path.display())]
     NotWatchdog {
         /// The device path.
         path: PathBuf,
@@ -94,7 +94,7 @@ pub enum HwWatchdogError {
         source: io::Error,
     },
     /// Reading or setting the timeout failed.
-    #[error("--hw-watchdog {}: {what} failed: {source}", path.display())]
+    #[error("hw-watchdog {}: {what} failed: {source}", path.display())]
     Timeout {
         /// The device path.
         path: PathBuf,
@@ -104,7 +104,7 @@ pub enum HwWatchdogError {
         source: io::Error,
     },
     /// The timeout is below the minimum and cannot be raised.
-    #[error("--hw-watchdog {}: timeout is {secs} s and {why}; at least {MIN_TIMEOUT_SECS} s is required so a brief stall cannot reset the host", path.display())]
+    #[error("hw-watchdog {}: timeout is {secs} s and {why}; at least {MIN_TIMEOUT_SECS} s is required so a brief stall cannot reset the host", path.display())]
     TimeoutTooShort {
         /// The device path.
         path: PathBuf,

@@ -20,19 +20,21 @@ use crate::tracker::{Incoming, ProcessProbe, Tracker, Verdict};
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     /// The socket's directory does not exist.
-    #[error("socket directory {0} does not exist; create it or choose another --socket path")]
+    #[error("socket directory {0} does not exist; create it or choose another socket path")]
     ParentMissing(PathBuf),
     /// The socket's directory is a symlink (could be redirected).
-    #[error("socket directory {0} is a symlink; use the real directory path for --socket")]
+    #[error("socket directory {0} is a symlink; use the real directory path for socket")]
     ParentSymlink(PathBuf),
     /// World-writable directory without the sticky bit: anyone could replace our socket.
     #[error("socket directory {0} is world-writable without the sticky bit; anyone could replace the socket — use a private directory (e.g. $XDG_RUNTIME_DIR or /run/varta)")]
     ParentWorldWritable(PathBuf),
     /// Something that is not a socket sits at the path.
-    #[error("{0} exists and is not a socket; refusing to replace it — remove it or choose another --socket path")]
+    #[error("{0} exists and is not a socket; refusing to replace it — remove it or choose another socket path")]
     NotASocket(PathBuf),
     /// Another observer answers at the path.
-    #[error("another observer is already listening on {0}; stop it first or choose another --socket path")]
+    #[error(
+        "another observer is already listening on {0}; stop it first or choose another socket path"
+    )]
     LiveObserver(PathBuf),
     /// A syscall failed.
     #[error("{what} {path}: {source}")]

@@ -553,7 +553,7 @@ impl Runner {
                 break;
             }
             self.timeouts.pop_first();
-            tracing::debug!(child, "recovery child overran --recovery-timeout-ms");
+            tracing::debug!(child, "recovery child overran recovery-timeout-ms");
             self.start_ladder(child, now);
         }
         while let Some(&(at, pgid)) = self.group_kills.first() {

@@ -92,13 +92,13 @@ const EMPTY_INCOMING: Incoming = Incoming {
 fn bind_hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
         std::io::ErrorKind::AddrInUse => {
-            "; another process (another observer?) uses that port: stop it or choose another --udp-port"
+            "; another process (another observer?) uses that port: stop it or choose another udp-port"
         }
         std::io::ErrorKind::AddrNotAvailable => {
-            "; no interface has that address: fix --udp-bind-addr"
+            "; no interface has that address: fix udp-bind-addr"
         }
         std::io::ErrorKind::PermissionDenied => {
-            "; ports below 1024 need root or CAP_NET_BIND_SERVICE: choose a higher --udp-port"
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE: choose a higher udp-port"
         }
         _ => "",
     }

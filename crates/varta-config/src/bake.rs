@@ -215,3 +215,64 @@ pub fn to_rust(c: &Config) -> Result<String, String> {
     );
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("varta-watch.toml");
+        std::fs::write(&p, text).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn load_file_is_the_runtime_loader() {
+        let (_d, p) = file("threshold-ms = 5\n");
+        let baked = load_file(&p).unwrap_err().to_string();
+        let runtime = load([
+            OsString::from("varta-watch"),
+            OsString::from("--config"),
+            p.clone().into_os_string(),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert_eq!(baked, runtime);
+        assert!(baked.contains("threshold-ms = 5"), "{baked}");
+    }
+
+    #[test]
+    fn the_profile_refuses_network_and_http_parts_by_name() {
+        let (_d, p) = file("socket = \"/run/v.sock\"\n");
+        let e = to_rust(&load_file(&p).unwrap()).unwrap_err();
+        assert!(e.contains("control-socket = \"none\""), "{e}");
+        let (_d, p) =
+            file("control-socket = \"none\"\nudp-port = 9000\ni-accept-plaintext-udp = true\n");
+        let e = to_rust(&load_file(&p).unwrap()).unwrap_err();
+        assert!(e.contains("udp-port") && !e.contains("control"), "{e}");
+    }
+
+    #[test]
+    fn literals_carry_every_baked_setting() {
+        let (_d, p) = file(
+            "socket = \"/run/v/v.sock\"\ncontrol-socket = \"none\"\nthreshold-ms = 1500\n\
+             export-file = \"/var/log/v/e.tsv\"\nrecovery-exec = \"/usr/bin/touch /tmp/x-{pid}\"\n\
+             recovery-env = [\"A=b \\\"c\\\"\"]\nrecovery-audit-file = \"/var/lib/v/a.log\"\n\
+             heartbeat-file = \"/run/v/hb\"\nself-watchdog-secs = 3\nhw-watchdog = \"/dev/watchdog0\"\n",
+        );
+        let src = to_rust(&load_file(&p).unwrap()).unwrap();
+        for want in [
+            "PathBuf::from(\"/run/v/v.sock\")",
+            "threshold: ::std::time::Duration::new(1, 500000000)",
+            "template: \"/usr/bin/touch /tmp/x-{pid}\".to_string()",
+            "(\"A\".to_string(), \"b \\\"c\\\"\".to_string())",
+            "schema: ::varta_audit::Schema::V2",
+            "self_watchdog: Some(::std::time::Duration::new(3, 0))",
+            "hw_watchdog: Some(::std::path::PathBuf::from(\"/dev/watchdog0\"))",
+            "control_socket: None",
+        ] {
+            assert!(src.contains(want), "{want} not in\n{src}");
+        }
+    }
+}

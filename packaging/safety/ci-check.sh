@@ -51,9 +51,14 @@ flags=$("$normal" --help | grep -oE -- '--[a-z0-9][a-z0-9-]+' | sort -u)
 crates='(clap|hyper|toml|tokio|ureq|prometheus_client)[-_0-9]'
 audit() { # $1 = binary; prints what it finds
     local text f
-    # One message advises another program's command line (`varta audit
-    # verify --key-file KEY PATH`, the CLI's flag): not ours, so dropped.
-    text=$(strings -a "$1" | sed 's/varta audit verify --key-file//g')
+    # Advice for another program's command line, from varta-audit's
+    # verifier (shared with the `varta audit verify` CLI, whose flag is
+    # --key-file): not an argument of this binary, so dropped. Any other
+    # diagnostic naming a --flag fails the audit: name the setting without
+    # dashes (it is a flag and a config key alike).
+    text=$(strings -a "$1" | sed -e 's/varta audit verify --key-file//g' \
+        -e 's/if the file was written with --recovery-audit-key-file pass --key-file//g' \
+        -e 's/it was written without --recovery-audit-key-file//g')
     for f in $flags; do
         grep -qF -- "$f" <<<"$text" && echo "flag $f"
     done

@@ -110,7 +110,8 @@ impl ControlLoop {
         names: &Names,
         extras: impl FnOnce(&Tracker) -> Extras,
     ) {
-        // A snapshot's own sync is timed with it; background ones here.
+        // Copier::start syncs the mirror first; that sync counts as this
+        // snapshot's loop time (maintain() times the background ones).
         if self.copier.is_none() && self.shared.wanted.swap(false, Ordering::AcqRel) {
             self.copier = Some(Copier::start(
                 &mut self.mirror,

@@ -83,11 +83,10 @@ impl ChangeSet {
             return;
         }
         if out.count == 0 && out.words.len() <= self.words.len() {
-            // Nothing to merge: hand the bits over and keep out's memory.
+            // Nothing to merge: hand the bits over; out's old (all-zero)
+            // words become ours, and marks grow them as needed.
             std::mem::swap(&mut self.words, &mut out.words);
             out.count = self.count;
-            self.words.resize(out.words.len(), 0);
-            self.words.fill(0);
         } else {
             out.union_with(self);
             self.words.fill(0);

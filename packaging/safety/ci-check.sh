@@ -2,7 +2,9 @@
 # The safety profile in CI (docs/safety-profile.md): builds it from
 # packaging/safety/varta-watch.toml with every path moved under a scratch
 # directory, audits the binary with `strings`, runs it for real
-# (crates/varta-watch/tests/safety_profile.rs), and checks that an invalid
+# (crates/varta-watch/tests/safety_profile.rs, with a fault-injection
+# build of the same config for its watchdog test), checks that a baked
+# hw-watchdog is opened and checked like the flag, and that an invalid
 # config file fails the build with the runtime's own message.
 # Run from .ci/run after the test suite (it uses target/debug/varta-watch,
 # the normal build, as the reference). Own target directory, so the normal
@@ -23,22 +25,58 @@ fi
 root=$(mktemp -d /tmp/varta-safety.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/run" "$root/log" "$root/lib"
-# The sample's paths under $root; recovery touches a file the test can see.
-sed -e "s#/run/varta/#$root/run/#g" \
-    -e "s#/var/log/varta/#$root/log/#g" \
-    -e "s#/var/lib/varta/#$root/lib/#g" \
-    -e "s#^recovery-exec = .*#recovery-exec = \"/usr/bin/touch $root/recovered-{pid}\"#" \
-    packaging/safety/varta-watch.toml >"$root/varta-watch.toml"
+# A secure-UDP key for the test's network agent (one hex line, 0600, as
+# `varta keygen` writes it); read at build time to validate the file.
+(umask 077 && head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n' >"$root/udp.key" &&
+    echo >>"$root/udp.key")
+# The sample's paths under $root; recovery touches a file the test can
+# see. Top-level keys the test needs go first (a key after the sample's
+# [[agent]] tables would belong to the last one); its rules go last.
+{
+    cat <<EOF
+udp-port = 0
+udp-bind-addr = "127.0.0.1"
+key-file = "$root/udp.key"
+secure-udp-i-accept-recovery-on-unauthenticated-transport = true
+EOF
+    sed -e "s#/run/varta/#$root/run/#g" \
+        -e "s#/var/log/varta/#$root/log/#g" \
+        -e "s#/var/lib/varta/#$root/lib/#g" \
+        -e "s#^recovery-exec = \"/usr/bin/logger.*#recovery-exec = \"/usr/bin/touch $root/recovered-{pid}\"#" \
+        packaging/safety/varta-watch.toml
+    cat <<'EOF'
+
+# tests/safety_profile.rs: the test binary's agents, and network agents
+# (named peer:IP, the identity of a network agent).
+[[agent]]
+match = { comm = "safety_profile*" }
+name = "pump"
+threshold-ms = 900
+[[agent]]
+match = { origin = "network_verified", peer = "127.0.0.0/8" }
+threshold-ms = 700
+[[agent]]
+match = { name = "pump" }
+required = true
+startup-grace-ms = 500
+[[agent]]
+match = { name = "peer:127.0.0.1" }
+required = true
+startup-grace-ms = 500
+EOF
+} >"$root/varta-watch.toml"
 grep -q "^recovery-exec = \"/usr/bin/touch $root/" "$root/varta-watch.toml" ||
     fail "the sample has no recovery-exec line to replace"
 
 target=target/safety-profile
-build() {
-    VARTA_CONFIG_FILE="$1" cargo build --release -p varta-watch \
-        --no-default-features --features baked-config --target-dir "$target"
+build() { # $1 = config file; more cargo arguments may follow
+    local file=$1
+    shift
+    VARTA_CONFIG_FILE="$file" cargo build -p varta-watch \
+        --no-default-features --features baked-config --target-dir "$target" "$@"
 }
 echo "-- build (VARTA_CONFIG_FILE=$root/varta-watch.toml)"
-build "$root/varta-watch.toml"
+build "$root/varta-watch.toml" --release
 bin="$target/release/varta-watch"
 normal=target/debug/varta-watch
 cargo build -p varta-watch --bin varta-watch
@@ -56,7 +94,10 @@ audit() { # $1 = binary; prints what it finds
     # --key-file): not an argument of this binary, so dropped. Any other
     # diagnostic naming a --flag fails the audit: name the setting without
     # dashes (it is a flag and a config key alike).
-    text=$(strings -a "$1" | sed -e 's/varta audit verify --key-file//g' \
+    # The baked paths (all under $root, the config file's own name
+    # included: it is logged at start) are data, not code: dropped too.
+    text=$(strings -a "$1" | sed -e "s#$root/[A-Za-z0-9._/{}-]*##g" \
+        -e 's/varta audit verify --key-file//g' \
         -e 's/if the file was written with --recovery-audit-key-file pass --key-file//g' \
         -e 's/it was written without --recovery-audit-key-file//g')
     for f in $flags; do
@@ -79,9 +120,47 @@ for want in "flag --prom-token-file" "HTTP/1." "symbol clap_" "symbol hyper"; do
 done
 echo "no flag names ($(wc -l <<<"$flags") checked), HTTP/1., /bin/sh, clap, hyper, toml, tokio, ureq or prometheus_client in $bin"
 
+echo "-- the same configuration with feature fault-injection (a debug build, for the watchdog test)"
+build "$root/varta-watch.toml" --features fault-injection
+cp "$target/debug/varta-watch" "$root/varta-watch-faults"
+# The literals build the very Config build.rs loaded (rules, UDP, recovery…):
+# that build compares the Debug of both.
+VARTA_FAULT_CHECK_BAKED=1 "$root/varta-watch-faults" ||
+    fail "the compiled-in configuration differs from the loaded file"
+
 echo "-- run it (tests/safety_profile.rs)"
-VARTA_SAFETY_BIN="$PWD/$bin" VARTA_SAFETY_ROOT="$root" \
-    cargo test -p varta-watch --test safety_profile -- --ignored
+VARTA_SAFETY_BIN="$PWD/$bin" VARTA_SAFETY_FAULT_BIN="$root/varta-watch-faults" \
+    VARTA_SAFETY_ROOT="$root" \
+    cargo test -p varta-watch --test safety_profile -- --ignored --test-threads 1
+
+echo "-- a baked hw-watchdog reaches the device checks (no watchdog device here: /dev/null is refused)"
+{
+    echo 'hw-watchdog = "/dev/null"'
+    cat "$root/varta-watch.toml"
+} >"$root/hw.toml"
+build "$root/hw.toml" --features fault-injection
+want=$("$normal" --socket "$root/run/hw.sock" --hw-watchdog /dev/null 2>&1 >/dev/null) &&
+    fail "the normal build accepted --hw-watchdog /dev/null"
+grep -q "not a watchdog device" <<<"$want" || fail "unexpected refusal: $want"
+status=0
+got=$("$target/debug/varta-watch" 2>&1 >/dev/null) || status=$?
+[ "$status" = 1 ] || fail "the profile with hw-watchdog = /dev/null exited $status: $got"
+# (Log lines before it — the profile's audit file is opened first.)
+[ "$(tail -n1 <<<"$got")" = "$want" ] || fail "the profile said '$got', the normal build '$want'"
+echo "both refuse it with: $want"
+
+echo "-- baked-config with the default features is refused by name"
+if out=$(VARTA_CONFIG_FILE="$root/varta-watch.toml" cargo check -p varta-watch \
+    --features baked-config --target-dir "$target" 2>&1); then
+    fail "baked-config built together with runtime-config, http and alerting"
+fi
+for feature in runtime-config http alerting; do
+    grep -qF "feature \`baked-config\` cannot be combined with \`$feature\`" <<<"$out" || {
+        echo "$out" >&2
+        fail "no compile_error naming $feature"
+    }
+done
+echo "compile_error! names runtime-config, http and alerting"
 
 echo "-- an invalid config file fails the build with the runtime's message"
 printf 'control-socket = "none"\nthreshold-ms = 5\n' >"$root/bad.toml"

@@ -46,7 +46,7 @@ pub struct AgentFacts<'a> {
 /// (`literal_separator` is off), so `exe = "/usr/*"` matches
 /// `/usr/sbin/nginx`. A pattern without metacharacters matches only that
 /// exact string.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Pattern {
     text: String,
     glob: GlobMatcher,
@@ -90,6 +90,15 @@ impl Pattern {
 }
 
 /// Two patterns are equal when written the same (compiling is deterministic).
+/// The pattern as written: the compiled matcher is derived from it (and
+/// its `Debug` holds per-thread caches, so two equal patterns would not
+/// print alike).
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Pattern").field(&self.text).finish()
+    }
+}
+
 impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
         self.text == other.text

@@ -49,7 +49,54 @@ fn configuration() -> Result<Config, ExitCode> {
         );
         return Err(ExitCode::from(2));
     }
-    Ok(baked::baked_config())
+    // An Err would be a glob or network that compiled at build time and
+    // not now: the same code, so not expected — but said, not panicked.
+    let config = baked::baked_config().map_err(|e| {
+        eprintln!("varta-watch: error: the compiled-in configuration: {e}");
+        ExitCode::from(2)
+    })?;
+    #[cfg(feature = "fault-injection")]
+    check_baked(&config)?;
+    Ok(config)
+}
+
+/// Test builds only (feature `fault-injection`): with
+/// `VARTA_FAULT_CHECK_BAKED` set, compares the configuration the literals
+/// build with the one build.rs loaded (`Debug` of both), prints the
+/// verdict and exits — 0 when equal, 1 otherwise.
+#[cfg(all(
+    feature = "baked-config",
+    feature = "fault-injection",
+    not(feature = "runtime-config")
+))]
+fn check_baked(config: &Config) -> Result<(), ExitCode> {
+    if std::env::var_os("VARTA_FAULT_CHECK_BAKED").is_none() {
+        return Ok(());
+    }
+    let built = format!("{config:?}");
+    if built == baked::BAKED_DEBUG {
+        println!("the compiled-in configuration equals the loaded file");
+        Err(ExitCode::SUCCESS)
+    } else {
+        // Where they part, with some context: the whole dumps are long.
+        let at = built
+            .bytes()
+            .zip(baked::BAKED_DEBUG.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let from = at.saturating_sub(80);
+        let part = |s: &str| {
+            s.get(from..(at + 80).min(s.len()))
+                .unwrap_or("")
+                .to_string()
+        };
+        println!(
+            "differs at byte {at}:\n  loaded:      …{}\n  compiled-in: …{}",
+            part(baked::BAKED_DEBUG),
+            part(&built)
+        );
+        Err(ExitCode::from(1))
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -72,6 +119,14 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     init_logging(config.log_format);
+    #[cfg(all(feature = "baked-config", not(feature = "runtime-config")))]
+    tracing::info!(
+        file = baked::BAKED_FROM,
+        sha256 = baked::BAKED_SHA256,
+        "configuration compiled in from {} (sha256 {})",
+        baked::BAKED_FROM,
+        baked::BAKED_SHA256
+    );
     for w in &config.warnings {
         tracing::warn!("{w}");
     }

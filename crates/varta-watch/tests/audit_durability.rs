@@ -55,13 +55,6 @@ fn verify(path: &Path) -> varta_audit::Summary {
         .unwrap_or_else(|e| panic!("chain must verify: {e}"))
 }
 
-fn exec(dir: &Path) -> String {
-    let p = dir.join("recover.sh");
-    std::fs::write(&p, "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-    format!("{} {{pid}}", p.display())
-}
-
 /// Many agents die at once, the observer is SIGKILLed while it writes
 /// their records, a half-written line is left at the end (what a crash in
 /// mid-write leaves), and the restarted observer repairs the tail, says so
@@ -70,7 +63,7 @@ fn exec(dir: &Path) -> String {
 fn sigkill_mid_write_then_restart_repairs_the_tail() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.tsv");
-    let exec = exec(dir.path());
+    let exec = common::exit0_recovery(dir.path());
     let args = [
         "--threshold-ms",
         "300",
@@ -152,7 +145,7 @@ fn disk_full_is_survived_and_recovered() {
     }
     let _unmount = Unmount(mnt.clone());
     let audit = mnt.join("audit.tsv");
-    let exec = exec(dir.path());
+    let exec = common::exit0_recovery(dir.path());
     let obs_dir = tempfile::tempdir().unwrap();
     let obs = Observer::start_in(
         obs_dir,
@@ -215,7 +208,7 @@ fn hmac_chain_written_by_the_observer_needs_the_key() {
     std::fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let audit = dir.path().join("audit.tsv");
-    let exec = exec(dir.path());
+    let exec = common::exit0_recovery(dir.path());
     let mut obs = Observer::start_in(
         dir,
         &[

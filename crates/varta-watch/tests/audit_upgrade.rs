@@ -46,19 +46,12 @@ fn records(path: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn exec(dir: &Path) -> String {
-    let p = dir.join("recover.sh");
-    std::fs::write(&p, "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-    format!("{} {{pid}}", p.display())
-}
-
 /// Starts the observer (in a directory of its own, removed after it) on
 /// `audit`, lets one agent stall so a recovery is recorded, stops it with
 /// SIGTERM and returns its stderr.
 fn run_with_one_recovery(audit: &Path) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let exec = exec(dir.path());
+    let exec = common::exit0_recovery(dir.path());
     let before = records(audit).len();
     let mut obs = Observer::start_in(
         dir,

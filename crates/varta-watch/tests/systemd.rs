@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{spawn_agent, PATIENCE};
 use nix::sys::signal::Signal;
-use systemd_support::{parse_heartbeat, start_observer, NotifySocket};
+use systemd_support::{read_heartbeat, start_observer, NotifySocket};
 
 #[test]
 fn agent_entry() {
@@ -123,11 +123,7 @@ fn heartbeat_file_advances_while_the_loop_is_alive() {
     let hb = dir.path().join("heartbeat");
     let hb_arg = hb.to_str().unwrap().to_string();
     let obs = start_observer(dir, &["--heartbeat-file", &hb_arg], &[]);
-    let read = || {
-        std::fs::read_to_string(&hb)
-            .ok()
-            .map(|t| parse_heartbeat(&t))
-    };
+    let read = || read_heartbeat(&hb);
     obs.wait_until("heartbeat file", || read().is_some());
     let (n0, t0) = read().unwrap();
     // An idle loop still ticks (250 ms) and the file follows it.

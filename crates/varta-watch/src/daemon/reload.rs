@@ -1,7 +1,8 @@
 //! SIGHUP: re-read the configuration (and the UDP key files) and apply
 //! what can change without a restart; a bad file keeps what runs.
 
-use super::{tracker_settings, Daemon};
+use super::setup::tracker_settings;
+use super::Daemon;
 use crate::config::{self, Config};
 use crate::ingest::UdsPolicy;
 

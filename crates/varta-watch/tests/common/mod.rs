@@ -570,3 +570,13 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> 
         .unwrap_or_else(|e| panic!("GET http://{addr}{path}: reading the body: {e}"));
     (code, body)
 }
+
+/// A `--recovery-exec` value running a script in `dir` that exits 0:
+/// recovery that succeeds and leaves an audit record, nothing else.
+pub fn exit0_recovery(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("recover.sh");
+    std::fs::write(&p, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    format!("{} {{pid}}", p.display())
+}

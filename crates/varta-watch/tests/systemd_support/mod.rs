@@ -6,7 +6,7 @@
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -120,13 +120,30 @@ impl Drop for NotifySocket {
 pub fn start_observer(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Observer {
     let socket = dir.path().join("obs.sock");
     let export = dir.path().join("events.tsv");
+    let mut all = vec![
+        "--socket".to_string(),
+        socket.to_str().unwrap().to_string(),
+        "--export-file".to_string(),
+        export.to_str().unwrap().to_string(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    start_binary(&common::bin(), dir, &all, env, socket, export)
+}
+
+/// [`start_observer`] for any build of the observer: `bin` with exactly
+/// `args`, listening on `socket` and exporting to `export` (the safety
+/// profile takes no arguments: both are compiled in).
+pub fn start_binary(
+    bin: &Path,
+    dir: tempfile::TempDir,
+    args: &[String],
+    env: &[(&str, &str)],
+    socket: PathBuf,
+    export: PathBuf,
+) -> Observer {
     let stderr_path = dir.path().join("stderr.log");
-    let mut cmd = Command::new(common::bin());
-    cmd.arg("--socket")
-        .arg(&socket)
-        .arg("--export-file")
-        .arg(&export)
-        .args(args)
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
         .current_dir(dir.path())
         .env("VARTA_LOG", "info")
         .stdout(Stdio::null())
@@ -134,7 +151,7 @@ pub fn start_observer(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)
     for var in SYSTEMD_VARS {
         cmd.env_remove(var);
     }
-    cmd.env_remove("VARTA_FAULT_WEDGE_AFTER");
+    cmd.env_remove(WEDGE_ENV);
     cmd.env_remove("VARTA_FAULT_WATCHDOG_STOP_AFTER");
     for (k, v) in env {
         cmd.env(k, v);
@@ -170,6 +187,69 @@ pub fn start_observer(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)
     obs
 }
 
+/// The fault-injection variable that wedges the loop after N iterations.
+pub const WEDGE_ENV: &str = "VARTA_FAULT_WEDGE_AFTER";
+
+/// Waits for the wedge's log line; returns when it was seen (at most a
+/// poll interval after the loop stopped).
+pub fn wait_for_wedge(obs: &Observer) -> Instant {
+    obs.wait_until("the loop to wedge", || {
+        obs.stderr()
+            .contains("fault injection: wedging the event loop")
+    });
+    Instant::now()
+}
+
+/// After the loop wedged (its log line seen at `wedged_at`): the process
+/// dies of SIGABRT within `limit` + 1 s (and not before half of it), the
+/// self-watchdog said why, systemd's `WATCHDOG=1` pings stopped within
+/// the alive window of the wedge and none came until the end, and no
+/// `STOPPING=1` was sent (an abort is not a clean stop).
+pub fn assert_self_watchdog_abort(
+    obs: &mut Observer,
+    notify: &NotifySocket,
+    wedged_at: Instant,
+    limit: Duration,
+) {
+    assert_eq!(
+        wait_signal(obs),
+        Some(nix::libc::SIGABRT),
+        "{}",
+        obs.stderr()
+    );
+    let ended = Instant::now();
+    let took = ended - wedged_at;
+    assert!(
+        took <= limit + Duration::from_secs(1),
+        "aborted {took:?} after the wedge; limit {limit:?} + 1 s"
+    );
+    assert!(took >= limit / 2, "aborted too early: {took:?}");
+    let log = obs.stderr();
+    assert!(
+        log.contains("self-watchdog: the event loop has been stuck for"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("(limit {} s); aborting", limit.as_secs())),
+        "{log}"
+    );
+    // Pings stopped within the alive window (4 ticks) of the wedge — the
+    // log line is seen a little after it — and none came in the rest of
+    // the time until the abort.
+    let pings = notify.times_of("WATCHDOG=1");
+    let last = *pings.last().expect("pings while healthy");
+    assert!(
+        last < wedged_at + Duration::from_millis(500),
+        "a ping {:?} after the wedge",
+        last - wedged_at
+    );
+    assert!(ended - last > Duration::from_secs(1), "pings until the end");
+    assert!(
+        notify.times_of("STOPPING=1").is_empty(),
+        "an abort is not a clean stop"
+    );
+}
+
 /// Waits for the observer to end and returns the signal that ended it.
 pub fn wait_signal(obs: &mut Observer) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
@@ -185,6 +265,13 @@ pub fn wait_signal(obs: &mut Observer) -> Option<i32> {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The heartbeat file at `path`, parsed; None while it does not exist.
+pub fn read_heartbeat(path: &Path) -> Option<(u64, u64)> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|t| parse_heartbeat(&t))
 }
 
 /// Parses `<iterations> <ns>\n`; panics on anything else.

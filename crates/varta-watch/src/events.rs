@@ -36,11 +36,16 @@ pub enum RejectReason {
     /// counter) or, for a new IV prefix, whose nonce or terminal timestamp
     /// was already seen for this pid (protocol replay rules).
     Replay,
+    /// Unix socket: the frame's pid differs from the kernel's and the
+    /// sender exited before its datagram was read (or, rarely, its
+    /// `/proc/<pid>/ns/pid` is unreadable), so its PID namespace could not
+    /// be checked; cross-namespace agents are not allowed.
+    SenderGone,
 }
 
 impl RejectReason {
     /// All reasons, for pre-registering counters.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::ForeignUid,
         RejectReason::CrossNamespace,
         RejectReason::PidNotVisible,
@@ -51,6 +56,7 @@ impl RejectReason {
         RejectReason::RateLimitedGlobal,
         RejectReason::NoCredentials,
         RejectReason::Replay,
+        RejectReason::SenderGone,
     ];
 
     /// snake_case label.
@@ -66,6 +72,7 @@ impl RejectReason {
             RejectReason::RateLimitedGlobal => "rate_limited_global",
             RejectReason::NoCredentials => "no_credentials",
             RejectReason::Replay => "replay",
+            RejectReason::SenderGone => "sender_gone",
         }
     }
 

@@ -185,6 +185,62 @@ fn truncated_ancillary_data_is_a_counted_drop() {
     );
 }
 
+/// Starts a namespaced agent that beats three times and sends its exit
+/// frame (`panic` mode) while `obs` is stopped, and waits until it is gone:
+/// when the observer reads its frames, `/proc/<pid>` no longer exists.
+/// None (observer resumed) without root or `unshare(1)`.
+fn namespaced_agent_gone_before_read(obs: &Observer) -> Option<()> {
+    use nix::sys::signal::Signal;
+    obs.signal(Signal::SIGSTOP);
+    let Some(mut agent) = common::spawn_namespaced_agent_mode(&obs.socket, "panic") else {
+        obs.signal(Signal::SIGCONT);
+        return None;
+    };
+    // unshare exits once the namespace's init (sh) has waited for the agent.
+    let start = std::time::Instant::now();
+    while agent.unshare.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < common::PATIENCE, "the agent did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(agent);
+    obs.signal(Signal::SIGCONT);
+    Some(())
+}
+
+#[test]
+fn namespaced_agent_that_exits_before_its_frames_are_read() {
+    // Allowed: its beats and its exit are kept under the kernel's pid,
+    // though its namespace can no longer be read.
+    let obs = Observer::start(&["--threshold-ms", "60000", "--allow-cross-namespace-agents"]);
+    if namespaced_agent_gone_before_read(&obs).is_none() {
+        eprintln!("skipped: needs root and unshare(1)");
+        return;
+    }
+    let exit = obs.wait_for("exit", None);
+    assert_eq!(exit[4], "critical");
+    let pid: u32 = exit[2].parse().unwrap();
+    assert!(!common::alive(pid as i32), "the agent is gone");
+    assert_eq!(obs.of_kind("beat", Some(pid)).len(), 3);
+    assert!(
+        obs.of_kind("mismatch", None).is_empty(),
+        "a vanished sender is not a forgery"
+    );
+    drop(obs);
+
+    // Not allowed (the default): refused as sender_gone, not an auth failure.
+    let obs = Observer::start(&["--threshold-ms", "60000"]);
+    namespaced_agent_gone_before_read(&obs).unwrap();
+    obs.wait_until("four sender_gone rejections", || {
+        obs.of_kind("rejected", None).len() == 4
+    });
+    for line in obs.of_kind("rejected", None) {
+        assert_eq!(line[5], "sender_gone", "{line:?}");
+    }
+    assert!(obs.of_kind("beat", None).is_empty());
+    assert!(obs.of_kind("exit", None).is_empty());
+    assert!(obs.of_kind("mismatch", None).is_empty());
+}
+
 #[test]
 fn cross_namespace_agents_are_dropped_allowed_or_fatal() {
     // Default: dropped and counted.

@@ -347,7 +347,17 @@ impl UdsListener {
                     }
                     pidns = Some(ns);
                 }
-                _ => {
+                // The sender exited before its datagram was read (an agent
+                // sends its exit frame and is gone): /proc no longer tells
+                // its namespace, so neither a cross-namespace agent nor a
+                // liar can be proven. Where such agents are allowed the
+                // frame is kept — under the kernel's pid, the only pid it can
+                // speak for — so a containerised agent's last beats and its
+                // exit are not lost; otherwise it is refused as what it is,
+                // not reported as a forgery.
+                None if self.policy.allow_cross_namespace => {}
+                None => return reject(bus, kpid, RejectReason::SenderGone),
+                Some(_) => {
                     bus.emit(
                         now_ns,
                         Event::AuthFailure {

@@ -463,6 +463,16 @@ pub fn alive(pid: i32) -> bool {
 /// Runs the agent in a new PID namespace (`unshare --pid --fork`), where its
 /// own pid differs from the kernel's view.
 pub fn spawn_namespaced_agent(socket: &std::path::Path) -> Option<NamespacedAgent> {
+    spawn_namespaced_agent_mode(socket, "beat")
+}
+
+/// [`spawn_namespaced_agent`] with another agent behaviour of
+/// [`maybe_run_agent`] (`panic`: three beats, then its exit frame). None
+/// without root or `unshare(1)`.
+pub fn spawn_namespaced_agent_mode(
+    socket: &std::path::Path,
+    mode: &str,
+) -> Option<NamespacedAgent> {
     let unshare = ["/usr/bin/unshare", "/bin/unshare"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())?;
@@ -486,7 +496,7 @@ pub fn spawn_namespaced_agent(socket: &std::path::Path) -> Option<NamespacedAgen
                 "-c",
                 &script,
             ])
-            .env(AGENT_ENV, "beat")
+            .env(AGENT_ENV, mode)
             .env(SOCKET_ENV, socket)
             .env(INTERVAL_ENV, "20")
             .stdout(std::process::Stdio::null())

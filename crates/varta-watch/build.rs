@@ -44,18 +44,27 @@ mod baked {
             ));
         }
         println!("cargo::rerun-if-changed={}", path.display());
+        // Which file, byte for byte, this binary was built from: logged at
+        // every start, comparable with `sha256sum` of the certified file.
+        // Read before and after the loader reads it: a file edited in
+        // between would make the digest name other bytes than were baked.
+        let read = || match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => fail(&format!("config file {}: {e}", path.display())),
+        };
+        let bytes = read();
         let cfg = match config::bake::load_file(&path) {
             Ok(c) => c,
             Err(e) => fail(&e.to_string()),
         };
+        if read() != bytes {
+            fail(&format!(
+                "config file {} changed while it was being baked; build again",
+                path.display()
+            ));
+        }
         let source = match config::bake::to_rust(&cfg) {
             Ok(s) => s,
-            Err(e) => fail(&format!("config file {}: {e}", path.display())),
-        };
-        // Which file, byte for byte, this binary was built from: logged at
-        // every start, comparable with `sha256sum` of the certified file.
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
             Err(e) => fail(&format!("config file {}: {e}", path.display())),
         };
         let digest: String = Sha256::digest(&bytes)

@@ -477,9 +477,10 @@ impl Tracker {
     ) -> bool {
         let s = &mut self.slots[idx as usize];
         let pidns = if inc.origin == Origin::KernelAttested {
-            if s.start_time == 0 {
-                return false;
-            }
+            // A start time of 0 means the admitted process was already gone
+            // when its first frame was read (a short-lived agent): any
+            // process readable on this pid now is another one, and must not
+            // be refused as out of order for ever.
             match probe.start_time(inc.pid) {
                 Some(st) if st != s.start_time => {
                     s.start_time = st;

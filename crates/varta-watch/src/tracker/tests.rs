@@ -272,6 +272,35 @@ fn recycled_pid_starts_a_new_life() {
 }
 
 #[test]
+fn pid_of_an_agent_gone_before_admission_can_start_a_new_life() {
+    let (mut t, mut bus, rec) = setup(8);
+    // Read after its sender exited: no start time to pin.
+    let mut probe = FakeProc::default();
+    for n in 1..=3 {
+        t.on_frame(n * MS, beat(10, n), &mut probe, &mut bus);
+    }
+    t.on_frame(4 * MS, terminal(10, 4), &mut probe, &mut bus);
+    // Still unreadable: a lower nonce is refused, not a new life.
+    assert_eq!(
+        t.on_frame(5 * MS, beat(10, 1), &mut probe, &mut bus),
+        Verdict::Dropped
+    );
+    // A live process now holds the pid: its beats are a new life.
+    probe.start.insert(10, 2000);
+    assert_eq!(
+        t.on_frame(6 * MS, beat(10, 1), &mut probe, &mut bus),
+        Verdict::Accepted
+    );
+    let kinds = rec.kinds();
+    assert_eq!(
+        &kinds[kinds.len() - 4..],
+        ["rejected", "new_life", "beat", "recovered"]
+    );
+    assert_eq!(t.get(10).unwrap().last_nonce, Some(1));
+    assert!(t.is_life(10, 2000));
+}
+
+#[test]
 fn full_tracker_strict_evicts_only_stalled_or_exited() {
     let (mut t, mut bus, rec) = setup(2);
     t.on_frame(0, beat(10, 1), &mut NoProbe, &mut bus);

@@ -1,7 +1,7 @@
 use super::*;
 use crate::events::Recorder;
 use std::collections::HashMap;
-use varta_vlp::NONCE_TERMINAL;
+use varta_vlp::{Status, NONCE_TERMINAL};
 
 const MS: u64 = 1_000_000;
 

@@ -25,10 +25,10 @@ fi
 root=$(mktemp -d /tmp/varta-safety.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/run" "$root/log" "$root/lib"
-# A secure-UDP key for the test's network agent (one hex line, 0600, as
-# `varta keygen` writes it); read at build time to validate the file.
-(umask 077 && head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n' >"$root/udp.key" &&
-    echo >>"$root/udp.key")
+# A secure-UDP key for the test's network agent, written by `varta keygen`
+# (the operator's tool); read at build time to validate the file.
+cargo build -p varta-cli --bin varta
+target/debug/varta keygen "$root/udp.key"
 # The sample's paths under $root; recovery touches a file the test can
 # see. Top-level keys the test needs go first (a key after the sample's
 # [[agent]] tables would belong to the last one); its rules go last.

@@ -120,8 +120,8 @@ fn ip(addr: IpAddr) -> String {
     }
 }
 
-fn origin(o: AgentOrigin) -> String {
-    format!("{T}::AgentOrigin::{o:?}")
+fn opt_origin(o: Option<AgentOrigin>) -> String {
+    o.map_or("None".into(), |o| format!("Some({T}::AgentOrigin::{o:?})"))
 }
 
 const T: &str = "::varta_config";
@@ -167,8 +167,7 @@ fn recovery(r: &Option<RecoveryConfig>) -> Result<String, String> {
         r.capture_bytes,
         r.table_capacity,
         r.max_children,
-        r.trusted_network_origin
-            .map_or("None".into(), |o| format!("Some({})", origin(o))),
+        opt_origin(r.trusted_network_origin),
         r.rules
             .iter()
             .map(rule_recovery)
@@ -208,7 +207,7 @@ fn matcher(m: &Matcher) -> String {
         pattern(&m.comm),
         pattern(&m.exe),
         pattern(&m.container),
-        m.origin.map_or("None".into(), |o| format!("Some({})", origin(o))),
+        opt_origin(m.origin),
         m.peer
             .map_or("None".into(), |c| format!("Some({T}::Cidr::parse({:?})?)", c.to_string())),
     )

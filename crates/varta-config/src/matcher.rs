@@ -89,7 +89,6 @@ impl Pattern {
     }
 }
 
-/// Two patterns are equal when written the same (compiling is deterministic).
 /// The pattern as written: the compiled matcher is derived from it (and
 /// its `Debug` holds per-thread caches, so two equal patterns would not
 /// print alike).
@@ -99,6 +98,7 @@ impl fmt::Debug for Pattern {
     }
 }
 
+/// Two patterns are equal when written the same (compiling is deterministic).
 impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
         self.text == other.text

@@ -77,16 +77,10 @@ fn assert_rule_threshold(obs: &Observer, agent: &str, threshold_ms: u64) {
     );
 }
 
-/// The 32-byte key in a `--key-file` style file (one hex line).
+/// The key in a `key-file` (the protocol crate's own key-file parser).
 fn read_key(path: &Path) -> Key {
     let text = std::fs::read_to_string(path).unwrap();
-    let hex = text.trim();
-    assert_eq!(hex.len(), 64, "{path:?}");
-    let mut key = [0u8; 32];
-    for (i, b) in key.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-    }
-    Key::from_bytes(key)
+    varta_vlp::parse_key_file(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
 }
 
 #[test]

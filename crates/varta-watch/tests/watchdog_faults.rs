@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::PATIENCE;
 use systemd_support::{
     assert_self_watchdog_abort, read_heartbeat, start_observer, wait_for_wedge, wait_signal,
-    NotifySocket, WEDGE_ENV,
+    NotifySocket, WATCHDOG_STOP_ENV, WEDGE_ENV,
 };
 
 const WATCHDOG_STOPPED: &str = "fault injection: stopping the watchdog thread";
@@ -148,7 +148,7 @@ fn stopped_watchdog_thread_stops_systemd_pings_and_the_heartbeat() {
         &[
             ("NOTIFY_SOCKET", notify.env.as_str()),
             ("WATCHDOG_USEC", "400000"),
-            ("VARTA_FAULT_WATCHDOG_STOP_AFTER", "30"),
+            (WATCHDOG_STOP_ENV, "30"),
         ],
     );
     let read = || read_heartbeat(&hb);

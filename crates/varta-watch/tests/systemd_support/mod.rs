@@ -152,7 +152,7 @@ pub fn start_binary(
         cmd.env_remove(var);
     }
     cmd.env_remove(WEDGE_ENV);
-    cmd.env_remove("VARTA_FAULT_WATCHDOG_STOP_AFTER");
+    cmd.env_remove(WATCHDOG_STOP_ENV);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -189,6 +189,9 @@ pub fn start_binary(
 
 /// The fault-injection variable that wedges the loop after N iterations.
 pub const WEDGE_ENV: &str = "VARTA_FAULT_WEDGE_AFTER";
+/// The fault-injection variable that hangs the watchdog thread after N
+/// of its rounds.
+pub const WATCHDOG_STOP_ENV: &str = "VARTA_FAULT_WATCHDOG_STOP_AFTER";
 
 /// Waits for the wedge's log line; returns when it was seen (at most a
 /// poll interval after the loop stopped).
